@@ -492,6 +492,11 @@ impl<'a> Canon<'a> {
                 out.push(self.u8()?);
             }
             ATOM_CACHE_REF => return Err(CanonError::AtomCacheRef(at)),
+            // Valid elsewhere, never inside a term we accept: a nested compressed
+            // term, the pre-R8 fun, OTP 26's node-local term, a distribution header.
+            COMPRESSED | FUN_EXT | LOCAL_EXT | DIST_HEADER | VERSION => {
+                return Err(CanonError::BadTag { tag, pos: at })
+            }
             _ => return Err(CanonError::BadTag { tag, pos: at }),
         }
         Ok(())

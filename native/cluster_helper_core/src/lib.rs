@@ -12,11 +12,15 @@
 
 pub mod atom;
 pub mod canon;
+pub mod engine;
 pub mod index;
+pub mod protocol;
 pub mod role;
 
 pub use atom::{Atom, NodeName, Scope};
+pub use engine::{Action, EngineError, Event, Group, Input, SyncEngine, Via};
 pub use index::{IndexState, ScopeView, SharedIndex};
+pub use protocol::{Msg, ProtocolError};
 pub use role::{Role, RoleError};
 
 pub use eetf;
