@@ -338,7 +338,7 @@ mod tests {
     type Model = BTreeMap<(u8, u8), BTreeSet<u8>>;
 
     fn role(r: u8) -> Role {
-        if r % 2 == 0 {
+        if r.is_multiple_of(2) {
             Role::int(r as i64)
         } else {
             Role::tuple(&[Role::atom("r"), Role::binary([r])])
