@@ -680,6 +680,164 @@ impl<'a> Canon<'a> {
     }
 }
 
+/// Why an [`eetf::Term`] cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("atom longer than 255 characters")]
+    AtomTooLong,
+    #[error("nesting deeper than {MAX_DEPTH}")]
+    TooDeep,
+    #[error("{0} is not a valid term")]
+    Invalid(&'static str),
+    #[error("{0}")]
+    Eetf(String),
+}
+
+/// Encodes an [`eetf::Term`] in canonical form (version byte included).
+///
+/// eetf's own encoder is not used for roles: it writes a list of small
+/// negative integers as a `STRING_EXT` of wrapped bytes (`[-1]` becomes
+/// `[255]`) and truncates byte lists past 65535 elements.
+pub fn encode_term(term: &eetf::Term) -> Result<Vec<u8>, EncodeError> {
+    let mut raw = vec![VERSION];
+    write_any(&mut raw, term, 0)?;
+    // One canonicalising pass turns the plain encoding into the canonical one
+    // (map order, strings, integer sizes) with one set of rules.
+    canonicalize(&raw).map_err(|e| EncodeError::Eetf(e.to_string()))
+}
+
+fn write_any(o: &mut Vec<u8>, t: &eetf::Term, depth: usize) -> Result<(), EncodeError> {
+    use eetf::Term;
+    if depth > MAX_DEPTH {
+        return Err(EncodeError::TooDeep);
+    }
+    match t {
+        Term::Atom(a) => write_atom_checked(o, &a.name)?,
+        Term::FixInteger(i) => write_i64(o, i.value as i64),
+        Term::BigInteger(b) => {
+            let (sign, mag) = b.value.to_bytes_le();
+            write_integer(o, sign == num_bigint::Sign::Minus, &mag);
+        }
+        Term::Float(f) => {
+            if !f.value.is_finite() {
+                return Err(EncodeError::Invalid("a non-finite float"));
+            }
+            o.push(NEW_FLOAT_EXT);
+            o.extend_from_slice(&f.value.to_be_bytes());
+        }
+        Term::Pid(p) => {
+            o.push(NEW_PID_EXT);
+            write_atom_checked(o, &p.node.name)?;
+            o.extend_from_slice(&p.id.to_be_bytes());
+            o.extend_from_slice(&p.serial.to_be_bytes());
+            o.extend_from_slice(&p.creation.to_be_bytes());
+        }
+        Term::Port(p) => {
+            o.push(V4_PORT_EXT);
+            write_atom_checked(o, &p.node.name)?;
+            o.extend_from_slice(&p.id.to_be_bytes());
+            o.extend_from_slice(&p.creation.to_be_bytes());
+        }
+        Term::Reference(r) => {
+            if r.id.is_empty() || r.id.len() > 5 {
+                return Err(EncodeError::Invalid("a reference of that length"));
+            }
+            o.push(NEWER_REFERENCE_EXT);
+            o.extend_from_slice(&(r.id.len() as u16).to_be_bytes());
+            write_atom_checked(o, &r.node.name)?;
+            o.extend_from_slice(&r.creation.to_be_bytes());
+            for id in &r.id {
+                o.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        Term::ExternalFun(f) => {
+            o.push(EXPORT_EXT);
+            write_atom_checked(o, &f.module.name)?;
+            write_atom_checked(o, &f.function.name)?;
+            o.push(SMALL_INTEGER_EXT);
+            o.push(f.arity);
+        }
+        Term::InternalFun(_) => {
+            // Rare as a role; eetf encodes funs correctly.
+            let mut buf = Vec::new();
+            t.encode(&mut buf)
+                .map_err(|e| EncodeError::Eetf(e.to_string()))?;
+            o.extend_from_slice(buf.get(1..).unwrap_or_default());
+        }
+        Term::Binary(b) => {
+            o.push(BINARY_EXT);
+            o.extend_from_slice(&(b.bytes.len() as u32).to_be_bytes());
+            o.extend_from_slice(&b.bytes);
+        }
+        Term::BitBinary(b) => {
+            o.push(BIT_BINARY_EXT);
+            o.extend_from_slice(&(b.bytes.len() as u32).to_be_bytes());
+            o.push(b.tail_bits_size);
+            o.extend_from_slice(&b.bytes);
+            // eetf keeps the partial last byte right-aligned; the wire has it left-aligned.
+            if (1..=7).contains(&b.tail_bits_size) {
+                if let Some(last) = o.last_mut() {
+                    *last <<= 8 - b.tail_bits_size;
+                }
+            }
+        }
+        Term::ByteList(l) => {
+            if l.bytes.is_empty() {
+                o.push(NIL_EXT);
+            } else {
+                o.push(LIST_EXT);
+                o.extend_from_slice(&(l.bytes.len() as u32).to_be_bytes());
+                for b in &l.bytes {
+                    o.push(SMALL_INTEGER_EXT);
+                    o.push(*b);
+                }
+                o.push(NIL_EXT);
+            }
+        }
+        Term::List(l) => {
+            if !l.elements.is_empty() {
+                o.push(LIST_EXT);
+                o.extend_from_slice(&(l.elements.len() as u32).to_be_bytes());
+                for e in &l.elements {
+                    write_any(o, e, depth + 1)?;
+                }
+            }
+            o.push(NIL_EXT);
+        }
+        Term::ImproperList(l) => {
+            o.push(LIST_EXT);
+            o.extend_from_slice(&(l.elements.len() as u32).to_be_bytes());
+            for e in &l.elements {
+                write_any(o, e, depth + 1)?;
+            }
+            write_any(o, &l.last, depth + 1)?;
+        }
+        Term::Tuple(tu) => {
+            write_tuple_header(o, tu.elements.len());
+            for e in &tu.elements {
+                write_any(o, e, depth + 1)?;
+            }
+        }
+        Term::Map(m) => {
+            o.push(MAP_EXT);
+            o.extend_from_slice(&(m.map.len() as u32).to_be_bytes());
+            for (k, v) in &m.map {
+                write_any(o, k, depth + 1)?;
+                write_any(o, v, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_atom_checked(o: &mut Vec<u8>, name: &str) -> Result<(), EncodeError> {
+    if name.chars().count() > 255 {
+        return Err(EncodeError::AtomTooLong);
+    }
+    write_atom(o, name);
+    Ok(())
+}
+
 /// Length in bytes of the canonical term that starts `bytes` (no version byte).
 ///
 /// Only for bytes produced by [`canonicalize`]; anything else may give

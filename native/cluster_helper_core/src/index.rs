@@ -346,7 +346,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
         #[test]
         fn index_matches_a_plain_model(ops in proptest::collection::vec(op(), 1..60)) {
             let mut ix = IndexState::new();

@@ -65,10 +65,8 @@ impl Role {
 
     /// A role from an [`eetf::Term`].
     pub fn from_term(term: &eetf::Term) -> Result<Role, RoleError> {
-        let mut buf = Vec::new();
-        term.encode(&mut buf)
-            .map_err(|e| RoleError::Encode(e.to_string()))?;
-        Role::from_etf(&buf)
+        let bytes = canon::encode_term(term).map_err(|e| RoleError::Encode(e.to_string()))?;
+        Ok(Role(Arc::from(bytes)))
     }
 
     /// The role as an [`eetf::Term`].

@@ -692,7 +692,7 @@ fn run(seed: u64, n: usize, steps: usize) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)))]
     #[test]
     fn engines_converge_under_faults(seed in any::<u64>(), n in 2usize..=5, steps in 50usize..400) {
         if let Err(e) = run(seed, n, steps) {

@@ -365,7 +365,7 @@ fn encode(t: &T, seed: u64) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)))]
 
     #[test]
     fn every_encoding_of_a_term_gives_one_role(t in term(), s1 in any::<u64>(), s2 in any::<u64>()) {
