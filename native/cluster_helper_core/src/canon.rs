@@ -164,7 +164,7 @@ struct Canon<'a> {
 }
 
 /// Writes an integer given as sign and little-endian magnitude in canonical form.
-pub(crate) fn write_integer(out: &mut Vec<u8>, negative: bool, magnitude_le: &[u8]) {
+pub fn write_integer(out: &mut Vec<u8>, negative: bool, magnitude_le: &[u8]) {
     let mut len = magnitude_le.len();
     while len > 0 && magnitude_le[len - 1] == 0 {
         len -= 1;
@@ -213,12 +213,12 @@ pub(crate) fn write_integer(out: &mut Vec<u8>, negative: bool, magnitude_le: &[u
 }
 
 /// Writes an i64 in canonical form.
-pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
     write_integer(out, v < 0, &v.unsigned_abs().to_le_bytes());
 }
 
-/// Writes an atom from UTF-8 text in canonical form.
-pub(crate) fn write_atom(out: &mut Vec<u8>, text: &str) {
+/// Writes an atom from UTF-8 text in canonical form (no version byte).
+pub fn write_atom(out: &mut Vec<u8>, text: &str) {
     if text.len() <= 255 {
         out.push(SMALL_ATOM_UTF8_EXT);
         out.push(text.len() as u8);

@@ -43,6 +43,14 @@ impl ScopeView {
     pub fn nodes_with<'a>(&'a self, role: &Role) -> impl Iterator<Item = &'a NodeName> + 'a {
         self.role_nodes.get(role).into_iter().flat_map(|s| s.iter())
     }
+    /// Nodes that have the role whose canonical bytes (version byte included) are `etf`.
+    pub fn nodes_with_etf<'a>(&'a self, etf: &[u8]) -> impl Iterator<Item = &'a NodeName> + 'a {
+        self.role_nodes.get(etf).into_iter().flat_map(|s| s.iter())
+    }
+    /// How many nodes have the role whose canonical bytes are `etf`.
+    pub fn count_nodes_with_etf(&self, etf: &[u8]) -> usize {
+        self.role_nodes.get(etf).map_or(0, |s| s.len())
+    }
     /// How many nodes have `role`.
     pub fn count_nodes_with(&self, role: &Role) -> usize {
         self.role_nodes.get(role).map_or(0, |s| s.len())

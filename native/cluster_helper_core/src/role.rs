@@ -132,6 +132,13 @@ impl Role {
     }
 }
 
+impl std::borrow::Borrow<[u8]> for Role {
+    /// Lookups by canonical bytes (version byte included), without building a `Role`.
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl fmt::Display for Role {
     /// Erlang syntax, for logs and the CLI: `web`, `{shard,1}`, `<<"cache">>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

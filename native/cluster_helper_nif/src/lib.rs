@@ -1,0 +1,633 @@
+//! The Rustler NIF behind `ClusterHelper.Native`.
+//!
+//! Owns only term conversion: Elixir terms in, [`cluster_helper_core`] inputs
+//! and reads, Elixir terms out. Every decision lives in the core; the
+//! driver (`ClusterHelper.NodeConfig`, a GenServer) carries out the actions.
+//! The interface is fixed in `CONTRACT.md` beside this crate.
+//!
+//! Scheduling: reads run on normal schedulers and build at most
+//! [`MAX_NORMAL_RESULT`] elements (past that they answer `:too_big` and the
+//! caller uses the `_dirty` variant); engine inputs run on dirty CPU
+//! schedulers, since a batch of roles or a big snapshot has no size bound.
+//! Panics are caught by rustler and raised as Erlang errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use cluster_helper_core::canon;
+use cluster_helper_core::protocol::{Msg, OURS_GROUP};
+use cluster_helper_core::{
+    Action, Event, Group, Input, NodeName, Role, Scope, SharedIndex, SyncEngine, Via,
+};
+use rustler::types::tuple::make_tuple;
+use rustler::{Atom, Encoder, Env, Error, NifResult, ResourceArc, Term};
+
+mod atoms {
+    rustler::atoms! {
+        ok,
+        error,
+        too_big,
+        already_joined,
+        not_joined,
+        all_nodes,
+        join_groups,
+        leave_groups,
+        send,
+        legacy,
+        ours,
+        ask_scopes,
+        ask_generation,
+        pull,
+        event,
+        role_added,
+        role_removed,
+        node_added,
+        node_removed,
+        bad_message,
+    }
+}
+
+/// Results longer than this are built on a dirty scheduler instead.
+pub const MAX_NORMAL_RESULT: usize = 2048;
+
+/// What a resource holds: the engine (written by the driver only) and what
+/// readers need, each readable without the engine's lock.
+pub struct State {
+    engine: Mutex<SyncEngine>,
+    index: Arc<SharedIndex>,
+    me: NodeName,
+    /// Joined scopes and their generations, republished after each input.
+    scopes: RwLock<Arc<Vec<(Scope, u64)>>>,
+    /// Node and scope atoms already made, so reads rarely touch the atom table.
+    atoms: RwLock<HashMap<NodeName, Atom>>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for State {}
+
+type Res = ResourceArc<State>;
+
+/// The name of an atom term; badarg for anything else.
+fn to_name(term: Term) -> NifResult<NodeName> {
+    if !term.is_atom() {
+        return Err(Error::BadArg);
+    }
+    Ok(NodeName::from(term.atom_to_string()?))
+}
+
+impl State {
+    fn atom<'a>(&self, env: Env<'a>, name: &NodeName) -> NifResult<Atom> {
+        if let Some(a) = self
+            .atoms
+            .read()
+            .map_err(|_| Error::RaiseAtom("poisoned"))?
+            .get(name)
+        {
+            return Ok(*a);
+        }
+        Atom::from_str(env, name.as_str())
+    }
+
+    /// Remembers the atoms of names seen by the writer, for readers.
+    fn remember(&self, env: Env, names: &[&NodeName]) {
+        let missing: Vec<&NodeName> = match self.atoms.read() {
+            Ok(m) => names
+                .iter()
+                .copied()
+                .filter(|n| !m.contains_key(*n))
+                .collect(),
+            Err(_) => return,
+        };
+        if missing.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.atoms.write() {
+            for n in missing {
+                if let Ok(a) = Atom::from_str(env, n.as_str()) {
+                    m.insert(n.clone(), a);
+                }
+            }
+        }
+    }
+}
+
+/// Canonical bytes of a role term, written into `buf` (cleared first).
+/// Atoms, small integers and binaries skip `term_to_binary`.
+fn role_etf(term: Term, buf: &mut Vec<u8>) -> NifResult<()> {
+    buf.clear();
+    buf.push(canon::VERSION);
+    if term.is_atom() {
+        let s = term.atom_to_string()?;
+        canon::write_atom(buf, &s);
+        return Ok(());
+    }
+    if term.is_integer() {
+        if let Ok(i) = term.decode::<i64>() {
+            canon::write_i64(buf, i);
+            return Ok(());
+        }
+    }
+    let bin = term.to_binary();
+    let c = canon::canonicalize(bin.as_slice()).map_err(|_| Error::BadArg)?;
+    *buf = c;
+    Ok(())
+}
+
+fn role_from_term(term: Term) -> NifResult<Role> {
+    let mut buf = Vec::new();
+    role_etf(term, &mut buf)?;
+    Role::from_etf(&buf).map_err(|_| Error::BadArg)
+}
+
+fn roles_from_list(term: Term) -> NifResult<Vec<Role>> {
+    let iter: rustler::ListIterator = term.decode()?;
+    iter.map(role_from_term).collect()
+}
+
+fn role_to_term<'a>(env: Env<'a>, role: &Role) -> NifResult<Term<'a>> {
+    let etf = role.as_etf();
+    // Atoms are the common role: make them without the external-term decoder.
+    if let [_, 119, n, rest @ ..] = etf {
+        if rest.len() == *n as usize {
+            return Ok(Atom::from_bytes(env, rest)
+                .or_else(|_| Atom::from_utf8_bytes(env, rest))?
+                .encode(env));
+        }
+    }
+    env.binary_to_term(etf)
+        .map(|(t, _)| t)
+        .ok_or(Error::RaiseAtom("undecodable_role"))
+}
+
+fn roles_to_list<'a, 'r>(
+    env: Env<'a>,
+    roles: impl Iterator<Item = &'r Role>,
+) -> NifResult<Term<'a>> {
+    let terms: Vec<Term<'a>> = roles
+        .map(|r| role_to_term(env, r))
+        .collect::<NifResult<_>>()?;
+    Ok(terms.encode(env))
+}
+
+fn nodes_to_list<'a, 'n>(
+    env: Env<'a>,
+    state: &State,
+    nodes: impl Iterator<Item = &'n NodeName>,
+) -> NifResult<Term<'a>> {
+    let terms: Vec<Term<'a>> = nodes
+        .map(|n| state.atom(env, n).map(|a| a.encode(env)))
+        .collect::<NifResult<_>>()?;
+    Ok(terms.encode(env))
+}
+
+// ---- construction ----------------------------------------------------------
+
+#[rustler::nif]
+fn new<'a>(env: Env<'a>, local_node: Term<'a>, incarnation: u64) -> NifResult<Res> {
+    let me = to_name(local_node)?;
+    let engine = SyncEngine::new(me.clone(), incarnation);
+    let index = engine.shared_index();
+    let state = State {
+        engine: Mutex::new(engine),
+        index,
+        me: me.clone(),
+        scopes: RwLock::new(Arc::new(Vec::new())),
+        atoms: RwLock::new(HashMap::new()),
+    };
+    state.remember(env, &[&me]);
+    Ok(ResourceArc::new(state))
+}
+
+#[rustler::nif]
+fn ours_group(env: Env) -> NifResult<Atom> {
+    Atom::from_str(env, OURS_GROUP)
+}
+
+// ---- reads -----------------------------------------------------------------
+
+fn get_nodes_impl<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    role: Term<'a>,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
+    let scope = to_name(scope)?;
+    let mut key = Vec::with_capacity(32);
+    role_etf(role, &mut key)?;
+    let snap = res.index.load();
+    let Some(view) = snap.scope(&scope) else {
+        return Ok(Vec::<Term>::new().encode(env));
+    };
+    if !dirty && view.count_nodes_with_etf(&key) > MAX_NORMAL_RESULT {
+        return Ok(atoms::too_big().encode(env));
+    }
+    nodes_to_list(env, &res, view.nodes_with_etf(&key))
+}
+
+#[rustler::nif]
+fn get_nodes<'a>(env: Env<'a>, res: Res, scope: Term<'a>, role: Term<'a>) -> NifResult<Term<'a>> {
+    get_nodes_impl(env, res, scope, role, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn get_nodes_dirty<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    role: Term<'a>,
+) -> NifResult<Term<'a>> {
+    get_nodes_impl(env, res, scope, role, true)
+}
+
+fn get_roles_impl<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    node: NodeName,
+    dirty: bool,
+) -> NifResult<Term<'a>> {
+    let scope = to_name(scope)?;
+    let snap = res.index.load();
+    let Some(view) = snap.scope(&scope) else {
+        return Ok(Vec::<Term>::new().encode(env));
+    };
+    if !dirty && view.count_roles_of(&node) > MAX_NORMAL_RESULT {
+        return Ok(atoms::too_big().encode(env));
+    }
+    roles_to_list(env, view.roles_of(&node))
+}
+
+#[rustler::nif]
+fn get_roles<'a>(env: Env<'a>, res: Res, scope: Term<'a>, node: Term<'a>) -> NifResult<Term<'a>> {
+    get_roles_impl(env, res, scope, to_name(node)?, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn get_roles_dirty<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    node: Term<'a>,
+) -> NifResult<Term<'a>> {
+    get_roles_impl(env, res, scope, to_name(node)?, true)
+}
+
+#[rustler::nif]
+fn get_my_roles<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    let me = res.me.clone();
+    get_roles_impl(env, res, scope, me, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn get_my_roles_dirty<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    let me = res.me.clone();
+    get_roles_impl(env, res, scope, me, true)
+}
+
+fn all_nodes_impl<'a>(env: Env<'a>, res: Res, scope: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    let scope = to_name(scope)?;
+    let snap = res.index.load();
+    let Some(view) = snap.scope(&scope) else {
+        return Ok(Vec::<Term>::new().encode(env));
+    };
+    if !dirty && view.node_count() > MAX_NORMAL_RESULT {
+        return Ok(atoms::too_big().encode(env));
+    }
+    nodes_to_list(env, &res, view.nodes())
+}
+
+#[rustler::nif]
+fn all_nodes<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    all_nodes_impl(env, res, scope, false)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn all_nodes_dirty<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    all_nodes_impl(env, res, scope, true)
+}
+
+#[rustler::nif]
+fn list_scopes<'a>(env: Env<'a>, res: Res) -> NifResult<Term<'a>> {
+    let scopes = res
+        .scopes
+        .read()
+        .map_err(|_| Error::RaiseAtom("poisoned"))?
+        .clone();
+    let terms: Vec<Term> = scopes
+        .iter()
+        .map(|(s, _)| res.atom(env, s).map(|a| a.encode(env)))
+        .collect::<NifResult<_>>()?;
+    Ok(terms.encode(env))
+}
+
+#[rustler::nif]
+fn generation<'a>(res: Res, scope: Term<'a>) -> NifResult<u64> {
+    let scope = to_name(scope)?;
+    let scopes = res
+        .scopes
+        .read()
+        .map_err(|_| Error::RaiseAtom("poisoned"))?
+        .clone();
+    Ok(scopes
+        .iter()
+        .find(|(s, _)| *s == scope)
+        .map_or(0, |(_, g)| *g))
+}
+
+// ---- engine inputs -----------------------------------------------------------
+
+/// Feeds one input and turns the actions into terms: `{:ok, actions}`.
+fn run<'a>(env: Env<'a>, res: &Res, input: Input) -> NifResult<Term<'a>> {
+    let result = {
+        let mut engine = res
+            .engine
+            .lock()
+            .map_err(|_| Error::RaiseAtom("engine_poisoned"))?;
+        let r = engine.handle(input);
+        let scopes: Vec<(Scope, u64)> = engine
+            .scopes()
+            .into_iter()
+            .map(|s| {
+                let g = engine.generation(&s);
+                (s, g)
+            })
+            .collect();
+        *res.scopes
+            .write()
+            .map_err(|_| Error::RaiseAtom("poisoned"))? = Arc::new(scopes);
+        r
+    };
+    let actions = match result {
+        Ok(a) => a,
+        Err(cluster_helper_core::EngineError::AlreadyJoined) => {
+            return Ok((atoms::error(), atoms::already_joined()).encode(env))
+        }
+        Err(cluster_helper_core::EngineError::NotJoined) => {
+            return Ok((atoms::error(), atoms::not_joined()).encode(env))
+        }
+    };
+    let mut seen: Vec<&NodeName> = Vec::new();
+    let mut out: Vec<Term<'a>> = Vec::with_capacity(actions.len());
+    for a in &actions {
+        out.push(action_to_term(env, res, a)?);
+        match a {
+            Action::Event(Event::NodeAdded { scope, node }) => {
+                seen.push(node);
+                seen.push(scope);
+            }
+            Action::JoinGroups(scope) => seen.push(scope),
+            _ => {}
+        }
+    }
+    res.remember(env, &seen);
+    Ok((atoms::ok(), out).encode(env))
+}
+
+fn action_to_term<'a>(env: Env<'a>, res: &Res, a: &Action) -> NifResult<Term<'a>> {
+    let at = |n: &NodeName| -> NifResult<Term<'a>> { Ok(res.atom(env, n)?.encode(env)) };
+    Ok(match a {
+        Action::JoinGroups(s) => (atoms::join_groups(), at(s)?).encode(env),
+        Action::LeaveGroups(s) => (atoms::leave_groups(), at(s)?).encode(env),
+        Action::Send {
+            node,
+            scope,
+            via,
+            msg,
+        } => {
+            let bytes = msg.encode();
+            let (m, _) = env
+                .binary_to_term(&bytes)
+                .ok_or(Error::RaiseAtom("unencodable_message"))?;
+            let via = match via {
+                Via::AllNodesMembers => atoms::legacy(),
+                Via::Server => atoms::ours(),
+            };
+            make_tuple(
+                env,
+                &[
+                    atoms::send().encode(env),
+                    at(node)?,
+                    at(scope)?,
+                    m,
+                    via.encode(env),
+                ],
+            )
+        }
+        Action::AskScopes(n) => (atoms::ask_scopes(), at(n)?).encode(env),
+        Action::AskGeneration { node, scope } => {
+            (atoms::ask_generation(), at(node)?, at(scope)?).encode(env)
+        }
+        Action::Pull { node, scope, token } => {
+            (atoms::pull(), at(node)?, at(scope)?, *token).encode(env)
+        }
+        Action::Event(e) => match e {
+            Event::RoleAdded { scope, node, role } => make_tuple(
+                env,
+                &[
+                    atoms::event().encode(env),
+                    atoms::role_added().encode(env),
+                    at(scope)?,
+                    at(node)?,
+                    role_to_term(env, role)?,
+                ],
+            ),
+            Event::RoleRemoved { scope, node, role } => make_tuple(
+                env,
+                &[
+                    atoms::event().encode(env),
+                    atoms::role_removed().encode(env),
+                    at(scope)?,
+                    at(node)?,
+                    role_to_term(env, role)?,
+                ],
+            ),
+            Event::NodeAdded { scope, node } => {
+                (atoms::event(), atoms::node_added(), at(scope)?, at(node)?).encode(env)
+            }
+            Event::NodeRemoved { scope, node } => {
+                (atoms::event(), atoms::node_removed(), at(scope)?, at(node)?).encode(env)
+            }
+        },
+    })
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn add_roles<'a>(env: Env<'a>, res: Res, scope: Term<'a>, roles: Term<'a>) -> NifResult<Term<'a>> {
+    let input = Input::AddRoles {
+        scope: to_name(scope)?,
+        roles: roles_from_list(roles)?,
+    };
+    run(env, &res, input)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn remove_roles<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    roles: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let input = Input::RemoveRoles {
+        scope: to_name(scope)?,
+        roles: roles_from_list(roles)?,
+    };
+    run(env, &res, input)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn join_scope<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    run(env, &res, Input::JoinScope(to_name(scope)?))
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn leave_scope<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Term<'a>> {
+    run(env, &res, Input::LeaveScope(to_name(scope)?))
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn node_up<'a>(env: Env<'a>, res: Res, node: Term<'a>) -> NifResult<Term<'a>> {
+    let node = to_name(node)?;
+    res.remember(env, &[&node]);
+    run(env, &res, Input::NodeUp(node))
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn node_down<'a>(env: Env<'a>, res: Res, node: Term<'a>) -> NifResult<Term<'a>> {
+    run(env, &res, Input::NodeDown(to_name(node)?))
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn member<'a>(
+    env: Env<'a>,
+    res: Res,
+    scope: Term<'a>,
+    group: Term<'a>,
+    node: Term<'a>,
+    present: bool,
+) -> NifResult<Term<'a>> {
+    let group = if group.is_atom() && Atom::from_term(group)? == atoms::all_nodes() {
+        Group::AllNodes
+    } else if to_name(group)?.as_str() == OURS_GROUP {
+        Group::Ours
+    } else {
+        return Err(Error::BadArg);
+    };
+    let node = to_name(node)?;
+    res.remember(env, &[&node]);
+    run(
+        env,
+        &res,
+        Input::Member {
+            scope: to_name(scope)?,
+            group,
+            node,
+            present,
+        },
+    )
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn message<'a>(env: Env<'a>, res: Res, msg: Term<'a>) -> NifResult<Term<'a>> {
+    let bin = msg.to_binary();
+    match Msg::decode(bin.as_slice()) {
+        Ok(m) => {
+            let sender = m.sender().clone();
+            res.remember(env, &[&sender]);
+            run(env, &res, Input::Message(m))
+        }
+        Err(e) => Ok((atoms::error(), (atoms::bad_message(), e.to_string())).encode(env)),
+    }
+}
+
+/// `{:ok, x}` or anything else (a failure).
+fn ok_value(term: Term) -> Option<Term> {
+    let t = rustler::types::tuple::get_tuple(term).ok()?;
+    match t.as_slice() {
+        [tag, v] if Atom::from_term(*tag).ok()? == atoms::ok() => Some(*v),
+        _ => None,
+    }
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn scopes_result<'a>(
+    env: Env<'a>,
+    res: Res,
+    node: Term<'a>,
+    result: Term<'a>,
+) -> NifResult<Term<'a>> {
+    // A peer's answer is input from the network: skip what is not an atom.
+    let scopes = ok_value(result)
+        .and_then(|v| v.decode::<rustler::ListIterator>().ok())
+        .map(|it| it.filter_map(|t| to_name(t).ok()).collect::<Vec<Scope>>());
+    run(
+        env,
+        &res,
+        Input::Scopes {
+            node: to_name(node)?,
+            result: scopes,
+        },
+    )
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn generation_result<'a>(
+    env: Env<'a>,
+    res: Res,
+    node: Term<'a>,
+    scope: Term<'a>,
+    result: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let g = ok_value(result).and_then(|v| v.decode::<u64>().ok());
+    run(
+        env,
+        &res,
+        Input::Generation {
+            node: to_name(node)?,
+            scope: to_name(scope)?,
+            result: g,
+        },
+    )
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn pull_result<'a>(
+    env: Env<'a>,
+    res: Res,
+    node: Term<'a>,
+    scope: Term<'a>,
+    token: u64,
+    result: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let parsed = rustler::types::tuple::get_tuple(result)
+        .ok()
+        .and_then(|t| match t.as_slice() {
+            [tag, g1, roles, g2] if Atom::from_term(*tag).ok()? == atoms::ok() => {
+                let g1 = g1.decode::<u64>().ok()?;
+                let g2 = g2.decode::<u64>().ok()?;
+                // Roles from a peer: a list of any terms; anything else is a failed pull.
+                let roles = roles_from_list(*roles).ok()?;
+                Some((g1, roles, g2))
+            }
+            _ => None,
+        });
+    run(
+        env,
+        &res,
+        Input::PullResult {
+            node: to_name(node)?,
+            scope: to_name(scope)?,
+            token,
+            result: parsed,
+        },
+    )
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn tick<'a>(env: Env<'a>, res: Res, connected: Term<'a>) -> NifResult<Term<'a>> {
+    let it: rustler::ListIterator = connected.decode()?;
+    let nodes: Vec<NodeName> = it.map(to_name).collect::<NifResult<_>>()?;
+    run(env, &res, Input::Tick { connected: nodes })
+}
+
+rustler::init!("Elixir.ClusterHelper.Native");
