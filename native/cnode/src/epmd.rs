@@ -49,9 +49,50 @@ async fn dial(host: &str) -> Result<TcpStream, EpmdError> {
 /// A live EPMD registration: dropping it unregisters the node.
 #[derive(Debug)]
 pub struct Registration {
-    _socket: Compat<TcpStream>,
+    socket: Compat<TcpStream>,
     /// The creation EPMD gave us (used in our pids, refs and handshakes).
     pub creation: u32,
+}
+
+impl Registration {
+    /// Holds the registration until `cancel` fires. If EPMD goes away (its
+    /// socket closes), registers again every second until it is back, so
+    /// peers can keep finding us. Peers learn our creation from the
+    /// handshake, so a new EPMD creation does not change our pids.
+    pub async fn keep_alive(
+        self,
+        alive: String,
+        port: u16,
+        hidden: bool,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        use tokio::io::AsyncReadExt;
+        let mut socket = self.socket.into_inner();
+        loop {
+            let mut buf = [0u8; 64];
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = socket.read(&mut buf) => match r {
+                    Ok(n) if n > 0 => continue,
+                    _ => tracing::warn!("epmd registration lost; registering again"),
+                },
+            }
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                match register(&alive, port, hidden).await {
+                    Ok(r) => {
+                        socket = r.socket.into_inner();
+                        tracing::info!("registered with epmd again");
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "epmd re-registration failed"),
+                }
+            }
+        }
+    }
 }
 
 /// Registers `alive` (the part before `@`) with the local EPMD, starting
@@ -92,7 +133,7 @@ pub async fn register(alive: &str, port: u16, hidden: bool) -> Result<Registrati
     let fut = EpmdClient::new(socket.compat()).register(entry);
     match tokio::time::timeout(Duration::from_secs(5), fut).await {
         Ok(Ok((sock, creation))) => Ok(Registration {
-            _socket: sock,
+            socket: sock,
             creation: creation.get(),
         }),
         Ok(Err(erl_dist::epmd::EpmdError::RegisterNodeError { .. })) => {

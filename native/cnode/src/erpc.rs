@@ -235,6 +235,29 @@ fn decode_exit(res: &Reference, reason: Term) -> Result<Term, ErpcError> {
     Err(ErpcError::Exit(reason))
 }
 
+/// Most erpc workers (spawned handler runs) alive at once per node.
+const MAX_WORKERS: usize = 10_000;
+
+struct WorkerGuard(Node);
+
+impl WorkerGuard {
+    fn new(node: &Node) -> Self {
+        node.inner
+            .rpc_workers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        WorkerGuard(node.clone())
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .rpc_workers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Parsed spawn options we act on.
 fn spawn_opts(options: &Term) -> (bool, bool) {
     let mut link = false;
@@ -265,6 +288,29 @@ pub(crate) fn spawn_request(
 ) {
     let args = payload.as_ref().and_then(as_list).unwrap_or_default();
     let (link, monitor) = spawn_opts(&options);
+    // Bounded concurrency: a peer cannot make us run unlimited handlers.
+    let running = node
+        .inner
+        .rpc_workers
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if running >= MAX_WORKERS {
+        tracing::warn!(
+            peer,
+            running,
+            "spawn request refused: too many erpc workers"
+        );
+        node.send_ctrl(
+            peer,
+            Control::SpawnReply {
+                req_id,
+                to: from,
+                flags: 0,
+                result: atom("system_limit"),
+            },
+            None,
+        );
+        return;
+    }
     let mut mbox = node.mailbox();
     let pid = mbox.pid().clone();
     {
@@ -343,7 +389,9 @@ pub(crate) fn spawn_request(
         },
     };
     let n = node.clone();
+    let guard = WorkerGuard::new(node);
     tokio::spawn(async move {
+        let _guard = guard;
         let (m, f, a) = match &job {
             Job::Call { m, f, a, .. } | Job::Cast { m, f, a } | Job::Plain { m, f, a } => {
                 (m.clone(), f.clone(), a.clone())

@@ -128,6 +128,20 @@ impl Node {
         timeout: Duration,
     ) -> Result<Term, CallError> {
         let to = to.into();
+        let remote = match &to {
+            Dest::Pid(p) if p.node.name != self.name() => Some(p.node.name.clone()),
+            Dest::Remote { node, .. } if node != self.name() => Some(node.clone()),
+            _ => None,
+        };
+        if let Some(n) = remote {
+            if tokio::time::timeout(timeout, self.connect(&n))
+                .await
+                .map(|r| r.is_err())
+                .unwrap_or(true)
+            {
+                return Err(CallError::NoConnection);
+            }
+        }
         let mut mbox = self.mailbox();
         let r = mbox.monitor(to.clone());
         let rt = Term::Reference(Box::new(r.clone()));

@@ -238,3 +238,22 @@ impl Accepting {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::flags::*;
+
+    #[test]
+    fn mandatory_25_digest_is_bit_26() {
+        assert_eq!(MANDATORY_25_DIGEST, 1 << 26);
+        assert_eq!(MANDATORY_25_DIGEST, 0x0400_0000);
+        let f = offered(true);
+        assert_ne!(f & MANDATORY_25_DIGEST, 0);
+        // Never erl_dist's wrong bit 36, never the atom cache or fragments.
+        assert_eq!(f & (1 << 36), 0);
+        assert_eq!(f & DIST_HDR_ATOM_CACHE, 0);
+        assert_eq!(f & 0x800000, 0);
+        assert_eq!(f & MANDATORY_26, MANDATORY_26);
+        assert_eq!(offered(false) & PUBLISHED, 0);
+    }
+}

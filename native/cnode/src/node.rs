@@ -9,7 +9,7 @@
 
 use crate::connection;
 use crate::control::Control;
-use crate::epmd::{self, Registration};
+use crate::epmd;
 use crate::erpc::RpcHandler;
 use crate::handshake::{self, flags, AcceptStatus};
 use crate::process::Proc;
@@ -150,9 +150,15 @@ impl NodeBuilder {
             ref_salt: std::process::id() ^ (creation.rotate_left(7)),
             cancel: CancellationToken::new(),
             rpc: RwLock::new(HashMap::new()),
-            registration: Mutex::new(Some(reg)),
+            rpc_workers: std::sync::atomic::AtomicUsize::new(0),
         });
         let node = Node { inner };
+        tokio::spawn(reg.keep_alive(
+            alive.to_owned(),
+            port,
+            node.inner.cfg.hidden,
+            node.inner.cancel.clone(),
+        ));
         let n2 = node.clone();
         let span = tracing::info_span!("cnode", node = %node.inner.name);
         tokio::spawn(async move { n2.accept_loop(listener).await }.instrument(span));
@@ -211,7 +217,7 @@ pub(crate) struct Inner {
     ref_salt: u32,
     pub(crate) cancel: CancellationToken,
     pub(crate) rpc: RwLock<HashMap<(String, String, usize), RpcHandler>>,
-    registration: Mutex<Option<Registration>>,
+    pub(crate) rpc_workers: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -545,6 +551,7 @@ impl Node {
             return tracing::warn!(%peer, "refused incoming connection: bad peer name");
         }
         // Simultaneous connect, as net_kernel: the greater name keeps its own attempt.
+        let mut replaced = false;
         let (status, id) = {
             let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let next = st.next_conn_id + 1;
@@ -575,10 +582,20 @@ impl Node {
                     c.phase = ConnPhase::Pending;
                     c.kill = CancellationToken::new();
                     st.next_conn_id = next;
+                    replaced = true;
                     (AcceptStatus::Ok, next)
                 }
             }
         };
+        if replaced {
+            // The old connection's own cleanup will find a newer id and do
+            // nothing; do it here, before the new connection can come up.
+            crate::process::node_down(&self, &peer);
+            self.emit(NodeEvent::Down {
+                node: peer.clone(),
+                reason: "replaced by a new connection".into(),
+            });
+        }
         let res = tokio::time::timeout(timeout, acc.finish(status)).await;
         match res {
             Ok(Ok((stream, p))) if status != AcceptStatus::Nok => {
@@ -635,13 +652,18 @@ impl Node {
 
     /// Cleanup after a connection ended: table, monitors, links, event.
     fn connection_down(&self, peer: &str, id: u64, reason: &str) {
-        {
+        let ours = {
             let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            if matches!(st.conns.get(peer), Some(c) if c.id == id) {
+            let ours = matches!(st.conns.get(peer), Some(c) if c.id == id);
+            if ours {
                 st.conns.remove(peer);
             }
-        }
+            ours
+        };
         tracing::info!(%peer, reason, "connection down");
+        if !ours {
+            return; // superseded: whoever replaced it has cleaned up
+        }
         crate::process::node_down(self, peer);
         self.emit(NodeEvent::Down {
             node: peer.to_owned(),
@@ -659,11 +681,6 @@ impl Node {
         for k in kills {
             k.cancel();
         }
-        self.inner
-            .registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
         // Give connection tasks a moment to run their cleanup.
         for _ in 0..50 {
             if self

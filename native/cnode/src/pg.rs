@@ -43,6 +43,10 @@ pub enum PgEvent {
     Leave { group: Term, pids: Vec<Pid> },
 }
 
+/// Bounds on what one remote scope can make us keep (peer input).
+const MAX_REMOTE_MEMBERS: usize = 1_000_000;
+const MAX_REMOTE_GROUPS: usize = 1_000_000;
+
 #[derive(Default)]
 struct Members {
     /// Local joins (a pid may join a group more than once, as in pg).
@@ -464,10 +468,12 @@ fn handle(h: &PgScope, mbox: &Mailbox, msg: Term) {
             let pids = pid_list(&e[3]);
             let mut m = h.members.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((_, groups)) = m.remote.get_mut(peer) {
-                groups
-                    .entry(e[2].clone())
-                    .or_default()
-                    .extend(pids.iter().cloned());
+                let n_groups = groups.len();
+                let members = groups.entry(e[2].clone()).or_default();
+                if members.len() + pids.len() > MAX_REMOTE_MEMBERS || n_groups > MAX_REMOTE_GROUPS {
+                    return tracing::warn!(%peer, "pg: remote membership limit reached; join ignored");
+                }
+                members.extend(pids.iter().cloned());
                 m.emit(PgEvent::Join {
                     group: e[2].clone(),
                     pids,

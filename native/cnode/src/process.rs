@@ -106,8 +106,31 @@ fn resolve(node: &Node, st: &crate::node::State, target: &ProcRef) -> Option<u32
     }
 }
 
+/// The pid a control message claims to come from, when it has one.
+fn sender(ctrl: &Control) -> Option<&Pid> {
+    match ctrl {
+        Control::Link { from, .. }
+        | Control::Unlink { from, .. }
+        | Control::UnlinkId { from, .. }
+        | Control::Exit { from, .. }
+        | Control::Exit2 { from, .. }
+        | Control::MonitorP { from, .. }
+        | Control::DemonitorP { from, .. }
+        | Control::SpawnRequest { from, .. } => Some(from),
+        _ => None,
+    }
+}
+
 /// Handles one control message from `peer`.
 pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<Term>) {
+    // Signals that create state here must come from a process of the peer
+    // itself, or a peer could make us dial (and track) arbitrary nodes.
+    if let Some(from) = sender(&ctrl) {
+        if from.node.name != peer {
+            tracing::warn!(peer, claimed = %from.node.name, "signal with a foreign sender pid ignored");
+            return;
+        }
+    }
     match ctrl {
         Control::Send { to } | Control::SendSender { to, .. } => {
             if let Some(msg) = payload {
