@@ -311,3 +311,30 @@ async fn erpc_from_rust_into_beam() {
     assert_eq!(v, atom(&beam.name));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_node_is_hidden() {
+    init_log();
+    ensure_epmd();
+    let node = cnode::Node::builder(unique("hidden"))
+        .cookie(COOKIE)
+        .hidden(true)
+        .start()
+        .await
+        .unwrap();
+    let beam = Beam::start("hidden_beam");
+    beam.connect(&node).await;
+    let visible = beam.eval(&node, "nodes().").await;
+    assert!(!atoms(&visible).contains(&node.name().to_owned()));
+    let hidden = beam.eval(&node, "nodes(hidden).").await;
+    assert!(atoms(&hidden).contains(&node.name().to_owned()));
+    node.shutdown().await;
+    // After shutdown the name is gone from EPMD.
+    let alive = node.name().split('@').next().unwrap().to_owned();
+    let gone = eventually(10, || {
+        let a = alive.clone();
+        async move { cnode::epmd::lookup(&a, "127.0.0.1").await.is_err() }
+    })
+    .await;
+    assert!(gone, "still registered in epmd after shutdown");
+}
