@@ -6,4 +6,4 @@ name = :"ch_test_#{System.os_time(:millisecond)}_#{System.unique_integer([:posit
 {:ok, _} = :net_kernel.start([name, :longnames])
 {:ok, _} = Application.ensure_all_started(:cluster_helper)
 
-ExUnit.start()
+ExUnit.start(capture_log: true)

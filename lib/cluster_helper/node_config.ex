@@ -30,11 +30,11 @@ defmodule ClusterHelper.NodeConfig do
   @generation_timeout 1_000
   @scopes_timeout 2_000
 
-  # res:      the NIF resource
-  # ours:     our own :pg group (Native.ours_group/0)
-  # monitors: %{monitor_scope ref => scope} and %{scope => {ref, scope pid monitor}}
-  # tasks:    %{task ref => request} for erpc work in flight
-  defstruct [:res, :ours, monitors: %{}, scopes: %{}, tasks: %{}]
+  # res:    the NIF resource
+  # ours:   our own :pg group (Native.ours_group/0)
+  # scopes: %{scope => {watcher pid, :pg scope pid}} for every scope we watch
+  # tasks:  %{task ref => request} for erpc work in flight
+  defstruct [:res, :ours, scopes: %{}, tasks: %{}]
 
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
@@ -133,10 +133,13 @@ defmodule ClusterHelper.NodeConfig do
     {:noreply, input(state, &Native.tick(&1, Node.list()))}
   end
 
-  # :pg.monitor_scope/1 notifications.
-  def handle_info({ref, change, group, pids}, state)
-      when is_reference(ref) and change in [:join, :leave] and is_map_key(state.monitors, ref) do
-    {:noreply, membership(state, Map.fetch!(state.monitors, ref), group, pids)}
+  # :pg.monitor_scope/1 notifications, forwarded by the scope's watcher.
+  def handle_info({__MODULE__, :pg, watcher, scope, group, pids}, state) do
+    case state.scopes do
+      %{^scope => {^watcher, _}} -> {:noreply, membership(state, scope, group, pids)}
+      # from a watcher of a scope we left since
+      _ -> {:noreply, state}
+    end
   end
 
   # A task finished: {ref, result}.
@@ -326,15 +329,9 @@ defmodule ClusterHelper.NodeConfig do
       state
     else
       pid = ensure_scope(scope)
-      {ref, groups} = :pg.monitor_scope(scope)
       Process.monitor(pid)
-
-      state = %{
-        state
-        | monitors: Map.put(state.monitors, ref, scope),
-          scopes: Map.put(state.scopes, scope, {ref, pid})
-      }
-
+      {watcher, groups} = start_watcher(scope)
+      state = %{state | scopes: Map.put(state.scopes, scope, {watcher, pid})}
       Enum.reduce(groups, state, fn {group, pids}, acc -> membership(acc, scope, group, pids) end)
     end
   end
@@ -344,9 +341,39 @@ defmodule ClusterHelper.NodeConfig do
       {nil, _} ->
         state
 
-      {{ref, _pid}, scopes} ->
-        _ = :pg.demonitor(scope, ref)
-        %{state | scopes: scopes, monitors: Map.delete(state.monitors, ref)}
+      {{watcher, _pid}, scopes} ->
+        Process.unlink(watcher)
+        Process.exit(watcher, :kill)
+        %{state | scopes: scopes}
+    end
+  end
+
+  # OTP 25's :pg crashes (case_clause in its 'DOWN' handling) when one process
+  # both joins groups and monitors the scope, and then dies. So the server
+  # joins, and a linked watcher process of its own calls monitor_scope and
+  # forwards what it hears.
+  defp start_watcher(scope) do
+    server = self()
+
+    watcher =
+      spawn_link(fn ->
+        {ref, groups} = :pg.monitor_scope(scope)
+        send(server, {__MODULE__, :watching, self(), groups})
+        forward(server, scope, ref)
+      end)
+
+    receive do
+      {__MODULE__, :watching, ^watcher, groups} -> {watcher, groups}
+    after
+      5_000 -> exit({:pg_monitor_scope_timeout, scope})
+    end
+  end
+
+  defp forward(server, scope, ref) do
+    receive do
+      {^ref, _join_or_leave, group, pids} ->
+        send(server, {__MODULE__, :pg, self(), scope, group, pids})
+        forward(server, scope, ref)
     end
   end
 

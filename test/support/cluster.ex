@@ -30,6 +30,14 @@ defmodule ClusterHelper.Test.Cluster do
     node
   end
 
+  @doc "Starts a peer with Elixir only (no ClusterHelper code at all)."
+  def start_bare(prefix) do
+    node = start_peer(prefix, code_paths(:elixir_only))
+    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:elixir])
+    quiet(node)
+    node
+  end
+
   @doc "Puts `env` on `node` and (re)starts :cluster_helper there."
   def start_app(node, env) do
     quiet(node)
