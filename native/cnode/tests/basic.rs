@@ -20,6 +20,15 @@ async fn handshake_rust_to_beam_and_node_list() {
     );
     let hidden = beam.eval(&node, "nodes(hidden).").await;
     assert!(!atoms(&hidden).contains(&node.name().to_owned()));
+    // With CNODE_TEST_OTP=27 (and CNODE_TEST_ERL pointing at an OTP 27 erl),
+    // prove which OTP we talked to.
+    if let Ok(want) = std::env::var("CNODE_TEST_OTP") {
+        let rel = beam.eval(&node, "erlang:system_info(otp_release).").await;
+        assert_eq!(
+            as_list(&rel).unwrap(),
+            want.bytes().map(|b| int(i64::from(b))).collect::<Vec<_>>()
+        );
+    }
     node.shutdown().await;
 }
 

@@ -1,6 +1,6 @@
 //! From Elixir: `:erpc.call`, `:rpc.call`, `GenServer.call`, `Node.list/0`
 //! and `:net_adm.ping/1` against the Rust node. The command is
-//! `$CNODE_TEST_ELIXIR` (default `elixir`).
+//! `$CNODE_TEST_ELIXIR` (split on whitespace; default `elixir`).
 
 mod support;
 use cnode::term::*;
@@ -48,9 +48,14 @@ IO.puts("undef=#{{inspect(try do :erpc.call(n, File, :rm_rf!, ["/tmp/x"], 5000) 
 IO.puts("genserver=#{{inspect(GenServer.call({{:rust_gs, n}}, :hello))}}")
 "#
     );
-    let elixir = std::env::var("CNODE_TEST_ELIXIR").unwrap_or_else(|_| "elixir".into());
+    let elixir: Vec<String> = std::env::var("CNODE_TEST_ELIXIR")
+        .unwrap_or_else(|_| "elixir".into())
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let name = unique("ex_beam");
-    let child = Command::new(elixir)
+    let child = Command::new(&elixir[0])
+        .args(&elixir[1..])
         .args(["--name", &name, "--cookie", COOKIE, "-e", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
