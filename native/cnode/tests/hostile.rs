@@ -255,3 +255,166 @@ async fn rust_to_rust_simultaneous_connect_and_calls() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Reads frames from a raw peer socket until `want` matches a control term.
+async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    want: impl Fn(&Term) -> bool,
+    secs: u64,
+) -> Option<Term> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut len = [0u8; 4];
+        tokio::time::timeout_at(deadline, s.read_exact(&mut len))
+            .await
+            .ok()?
+            .ok()?;
+        let n = u32::from_be_bytes(len) as usize;
+        if n == 0 {
+            continue;
+        }
+        let mut body = vec![0u8; n];
+        tokio::time::timeout_at(deadline, s.read_exact(&mut body))
+            .await
+            .ok()?
+            .ok()?;
+        if let Ok((ctrl, _)) = decode_body(&body) {
+            if want(&ctrl) {
+                return Some(ctrl);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_peer_unlink_id_acked_and_foreign_senders_ignored() {
+    init_log();
+    ensure_epmd();
+    let node = Node::builder(unique("rawpeer"))
+        .cookie(COOKIE)
+        .mesh(false)
+        .start()
+        .await
+        .unwrap();
+    let evil = unique("rawevil");
+    let mut s = evil_peer(&node, &evil).await;
+    let mbox = node.mailbox();
+    let me = Term::Pid(mbox.pid().clone());
+    let them = Term::Pid(eetf::Pid::new(evil.as_str(), 77, 0, 7));
+    // LINK then UNLINK_ID: the node must answer UNLINK_ID_ACK {36, Id, To, From}.
+    s.write_all(&encode_frame(&tuple(vec![int(1), them.clone(), me.clone()]), None).unwrap())
+        .await
+        .unwrap();
+    s.write_all(
+        &encode_frame(
+            &tuple(vec![int(35), int(4242), them.clone(), me.clone()]),
+            None,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let ack = read_until(
+        &mut s,
+        |c| {
+            as_tuple(c)
+                .map(|e| e.first() == Some(&int(36)))
+                .unwrap_or(false)
+        },
+        10,
+    )
+    .await;
+    assert_eq!(
+        ack,
+        Some(tuple(vec![int(36), int(4242), me.clone(), them.clone()]))
+    );
+    // MONITOR_P from the peer, then the mailbox closes: MONITOR_P_EXIT comes back.
+    let r = Term::Reference(Box::new(eetf::Reference {
+        node: eetf::Atom::from(evil.as_str()),
+        id: vec![1, 2, 3],
+        creation: 7,
+    }));
+    s.write_all(
+        &encode_frame(
+            &tuple(vec![int(19), them.clone(), me.clone(), r.clone()]),
+            None,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // A LINK claiming to come from another node is ignored (no EXIT to it later).
+    let foreign = Term::Pid(eetf::Pid::new("elsewhere@10.255.255.1", 1, 0, 1));
+    s.write_all(&encode_frame(&tuple(vec![int(1), foreign, me.clone()]), None).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mbox.close(atom("bye"));
+    let exit = read_until(
+        &mut s,
+        |c| {
+            as_tuple(c)
+                .map(|e| e.first() == Some(&int(21)))
+                .unwrap_or(false)
+        },
+        10,
+    )
+    .await;
+    assert_eq!(
+        exit,
+        Some(tuple(vec![
+            int(21),
+            me.clone(),
+            them.clone(),
+            r,
+            atom("bye")
+        ]))
+    );
+    assert_eq!(
+        node.nodes(),
+        vec![evil.clone()],
+        "no connection attempt to the foreign node"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_dropped_after_tick_time() {
+    init_log();
+    ensure_epmd();
+    let node = Node::builder(unique("silent"))
+        .cookie(COOKIE)
+        .mesh(false)
+        .tick_time(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let mut events = node.events();
+    let evil = unique("mute");
+    let mut s = evil_peer(&node, &evil).await;
+    // We never write: the node ticks at us, then drops us after ~2 s.
+    let start = tokio::time::Instant::now();
+    let mut ticks = 0;
+    let mut buf = [0u8; 4];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut buf)).await {
+            Ok(Ok(_)) if buf == [0, 0, 0, 0] => ticks += 1,
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(ticks >= 1, "the node sends ticks");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "silent peer must be dropped"
+    );
+    let mut down = false;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+        if matches!(ev, cnode::NodeEvent::Down { ref node, .. } if *node == evil) {
+            down = true;
+            break;
+        }
+    }
+    assert!(down);
+    node.shutdown().await;
+}
