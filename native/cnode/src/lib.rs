@@ -25,10 +25,36 @@
 //! # let _ = (reply, v); node.shutdown().await; Ok(()) }
 //! ```
 //!
+//! # The API in one page
+//!
+//! | what | how |
+//! |---|---|
+//! | start / stop | [`Node::builder`]`(name)` -> [`NodeBuilder`] (`cookie`, `listen_ip`, `port`, `tick_time`, `hidden`, `max_frame`, `mesh`) -> `.start().await`; [`Node::shutdown`] |
+//! | peers | [`Node::connect`], [`Node::disconnect`], [`Node::nodes`], [`Node::hidden_nodes`], [`Node::events`] ([`NodeEvent::Up`] / [`NodeEvent::Down`]) |
+//! | processes | [`Node::mailbox`] -> [`Mailbox`]: `pid`, `register`, `send` (to a [`Dest`]: pid, local name, `(name, node)`), `recv`, `recv_timeout`, `recv_match` (selective receive), `monitor`/`demonitor`, `link`/`unlink`, `exit`, `alias`, `close`; [`Node::make_ref`], [`Node::whereis`] |
+//! | erpc server | [`Node::register_rpc`] (async handler) / [`Node::register_rpc_sync`]: `Fn(Vec<Term>) -> RpcResult` ([`RpcResult::Ok`], `Throw`, `Error`, `Exit`) |
+//! | erpc client | [`Node::erpc_call`]`(node, m, f, args, timeout) -> Result<Term, `[`ErpcError`]`>` |
+//! | gen_server | [`Node::serve_gen_server`]`(name, handler)`, the handler an async `Fn(`[`GenRequest`]`) -> Option<Term>` (`Some(reply)` for calls); [`Node::gen_call`], [`Node::gen_cast`] |
+//! | `:pg` | [`Node::pg_scope`] -> [`PgScope`]: `join`, `leave`, `get_members`, `get_local_members`, `get_members_by_node`, `which_groups`, `events` ([`PgEvent`]), `stop` |
+//! | terms | [`term`] helpers (`atom`, `tuple`, `list`, `int`, `bin`, `as_*`, `tagged`); `eetf` is re-exported |
+//!
+//! A Rust mailbox behaves like an Erlang process that traps exits: exit
+//! signals arrive as `{'EXIT', From, Reason}` messages, monitors as
+//! `{'DOWN', Ref, process, PidOrNameNode, Reason}` (`noconnection` when the
+//! peer's connection drops, `noproc` when the target does not exist).
+//! Dropping a mailbox ends its process with reason `normal`.
+//!
 //! Layers, one module each: [`epmd`], [`handshake`], [`frame`] (bounded
 //! decoding of peer bytes), [`control`], `connection`, `process`
 //! (links/monitors), [`mailbox`], [`erpc`], [`gen_server`], `net_kernel`
 //! (also `rex`), `global`, [`pg`].
+//!
+//! ## Distribution flags
+//! We offer OTP 26's mandatory set (which includes OTP 25's) plus
+//! `MANDATORY_25_DIGEST` on its real bit 26 (`0x04000000`; erl_dist 0.8
+//! has it on bit 36, which OTP 27 rejects), `DIST_MONITOR`,
+//! `DIST_MONITOR_NAME`, `SPAWN`, `ALIAS` and, unless hidden, `PUBLISHED`.
+//! Never the atom cache or fragments. Tested against OTP 25 and OTP 27.
 //!
 //! ## What the node answers of `:global`
 //! The passive side of global's connect protocol (version 8): `init_connect`,
@@ -37,14 +63,36 @@
 //! and the calls `set_lock`/`del_lock` (a real lock table), `register`,
 //! `register_ext`, `unregister`. So `global:sync/0`, `register_name/2`,
 //! `whereis_name/1` and `trans/2` work on BEAM nodes with this node
-//! connected. Not supported: registering a Rust process globally, looking up
-//! global names from Rust, taking global locks from Rust.
+//! connected, and global counts this node as known. Not supported: global
+//! names are not stored here (registering a Rust process globally, looking up
+//! global names from Rust), taking global locks from Rust, `lost_connection`
+//! (ignored), global groups.
 //!
 //! ## Hostile input
-//! Every frame is length-checked against a configurable limit and walked by
+//! Every frame is length-checked against a configurable limit
+//! ([`NodeBuilder::max_frame`], default 64 MiB) and walked by
 //! [`frame::validate_term`] before decoding; atom cache references,
-//! compressed terms and absurd lengths close only that connection.
-//! Links/monitors a peer can set on one process are bounded.
+//! compressed terms, distribution headers, bad tags and lengths that exceed
+//! the frame close only that connection, with a log line. Signals that
+//! create state (links, monitors, spawn requests) must come from a pid of
+//! the sending node; links plus monitors a peer can set on one process, erpc
+//! workers running at once, `:global` locks and known nodes, and `:pg`
+//! remote memberships are bounded. Mailbox queues are not bounded (as on a
+//! BEAM node): read your mailboxes.
+//!
+//! ## Lifecycle notes
+//! EPMD: registration is kept on an open socket; if EPMD goes away the node
+//! registers again every second until it is back; `epmd -daemon` is started
+//! when none answers. Call [`Node::shutdown`] to stop: it closes every
+//! connection and unregisters (background tasks hold the node otherwise).
+//!
+//! ## Tests
+//! `CARGO_TARGET_DIR=/work/target-cnode cargo test -p cnode` starts real
+//! `erl`/`elixir` nodes (OTP 25 by default). `CNODE_TEST_ERL` and
+//! `CNODE_TEST_ELIXIR` replace the commands (split on whitespace), e.g.
+//! `CNODE_TEST_ERL="scripts/otp27.sh run erl"` for OTP 27 in the chroot;
+//! `CNODE_TEST_OTP=27` then asserts the release. `CNODE_LOG=cnode=debug`
+//! shows the node's logs.
 
 pub mod control;
 pub mod epmd;
