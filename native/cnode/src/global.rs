@@ -51,6 +51,8 @@ struct Global {
     sessions: HashMap<String, Session>,
     known: HashSet<String>,
     locks: HashMap<Term, Lock>,
+    /// Lock holders we monitor (their DOWN releases their locks).
+    holders: HashMap<Pid, eetf::Reference>,
 }
 
 pub(crate) fn start(node: &Node) {
@@ -64,6 +66,7 @@ pub(crate) fn start(node: &Node) {
         sessions: HashMap::new(),
         known: HashSet::new(),
         locks: HashMap::new(),
+        holders: HashMap::new(),
     };
     let span = tracing::info_span!("global", node = %node.name());
     tokio::spawn(
@@ -114,9 +117,21 @@ impl Global {
         let e = as_tuple(&req).unwrap_or(&[]);
         let tag = e.first().and_then(as_atom).unwrap_or("");
         let reply = match (tag, e.len()) {
-            ("set_lock", 2) => boolean(self.set_lock(&e[1], &from.pid)),
+            ("set_lock", 2) => {
+                let granted = self.set_lock(&e[1], &from.pid);
+                if granted && !self.holders.contains_key(&from.pid) {
+                    let r = mbox.monitor(&from.pid);
+                    self.holders.insert(from.pid.clone(), r);
+                }
+                boolean(granted)
+            }
             ("del_lock", 2) => {
                 self.del_lock(&e[1], &from.pid);
+                if !self.locks.values().any(|l| l.pids.contains(&from.pid)) {
+                    if let Some(r) = self.holders.remove(&from.pid) {
+                        mbox.demonitor(&r);
+                    }
+                }
                 atom("true")
             }
             ("register", 4) | ("register_ext", 5) => atom("yes"),
@@ -172,9 +187,19 @@ impl Global {
         }
     }
 
+    /// A lock holder died: its locks go.
+    fn holder_down(&mut self, pid: &Pid) {
+        self.holders.remove(pid);
+        self.locks.retain(|_, l| {
+            l.pids.retain(|p| p != pid);
+            !l.pids.is_empty()
+        });
+    }
+
     fn nodedown(&mut self, node: &str) {
         self.sessions.remove(node);
         self.known.remove(node);
+        self.holders.retain(|p, _| p.node.name != node);
         self.locks.retain(|_, l| {
             l.pids.retain(|p| p.node.name != node);
             !l.pids.is_empty()
@@ -315,6 +340,11 @@ impl Global {
         let e = as_tuple(&i).unwrap_or(&[]);
         let tag = e.first().and_then(as_atom).unwrap_or("");
         match (tag, e.len()) {
+            ("DOWN", 5) => {
+                if let Some(pid) = as_pid(&e[3]).cloned() {
+                    self.holder_down(&pid);
+                }
+            }
             ("cancel_connect", 3) => {
                 if let Some(peer) = as_atom(&e[1]) {
                     if self.tag_ok(peer, &e[2]) {

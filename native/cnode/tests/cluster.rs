@@ -123,6 +123,16 @@ async fn global_works_with_rust_node_connected() {
         )
         .await;
     assert!(is_atom(&r, "in_trans"), "{r}");
+    // A lock holder that dies releases its lock on the Rust node too.
+    let n = node.name();
+    let expr = format!("P = spawn(fun() -> true = global:set_lock({{cnode_res, self()}}, [node(), '{n}']), receive stop -> ok end end), timer:sleep(300), exit(P, kill), ok.");
+    assert!(is_atom(&a.eval(&node, &expr).await, "ok"));
+    let expr = format!("global:set_lock({{cnode_res, self()}}, ['{n}'], 0).");
+    let freed = eventually(20, || async {
+        is_atom(&b.eval(&node, &expr).await, "true")
+    })
+    .await;
+    assert!(freed, "lock of a dead holder not released");
     // kill -9 one of the three: the others and the Rust node stay connected.
     c.kill();
     let ok = eventually(60, || {
