@@ -75,10 +75,14 @@ pub(crate) async fn run(
                 tracing::warn!(peer = %peer.name, len, max_frame, "oversized frame: closing connection");
                 return format!("frame of {len} bytes over limit");
             }
-            let mut body = vec![0u8; len];
-            match tokio::time::timeout(tick_time, rd.read_exact(&mut body)).await {
+            // Grow with the data actually received: a length header alone
+            // must not make us allocate max_frame bytes.
+            let mut body = Vec::with_capacity(len.min(64 * 1024));
+            let mut limited = (&mut rd).take(len as u64);
+            match tokio::time::timeout(tick_time, limited.read_to_end(&mut body)).await {
                 Err(_) => return "net_tick_timeout in frame".to_string(),
                 Ok(Err(e)) => return format!("read failed: {e}"),
+                Ok(Ok(n)) if n < len => return "connection closed mid-frame".to_string(),
                 Ok(Ok(_)) => {}
             }
             match frame::decode_body(&body) {
