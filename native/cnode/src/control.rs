@@ -33,6 +33,18 @@ impl ProcRef {
     }
 }
 
+/// `SPAWN_REQUEST`: spawn `module:function/arity` for `from` (arguments
+/// travel in the payload).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpawnRequest {
+    pub req_id: Reference,
+    pub from: Pid,
+    pub module: String,
+    pub function: String,
+    pub arity: i64,
+    pub options: Term,
+}
+
 /// One decoded control message (`_TT` variants drop their trace token).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Control {
@@ -84,14 +96,7 @@ pub enum Control {
         from: Pid,
         to: Pid,
     },
-    SpawnRequest {
-        req_id: Reference,
-        from: Pid,
-        module: String,
-        function: String,
-        arity: i64,
-        options: Term,
-    },
+    SpawnRequest(SpawnRequest),
     SpawnReply {
         req_id: Reference,
         to: Pid,
@@ -192,14 +197,14 @@ impl Control {
             },
             29 | 30 => {
                 let mfa = as_tuple(g(4)?)?;
-                Control::SpawnRequest {
+                Control::SpawnRequest(SpawnRequest {
                     req_id: reference(g(1))?,
                     from: pid(g(2))?,
                     module: as_atom(mfa.first()?)?.to_owned(),
                     function: as_atom(mfa.get(1)?)?.to_owned(),
                     arity: as_int(mfa.get(2)?)?,
                     options: g(5)?.clone(),
-                }
+                })
             }
             31 | 32 => Control::SpawnReply {
                 req_id: reference(g(1))?,
@@ -271,20 +276,13 @@ impl Control {
                 reason.clone().unwrap_or_else(|| atom("normal")),
             ]),
             Control::SendSender { from, to } => tuple(vec![int(22), p(from), p(to)]),
-            Control::SpawnRequest {
-                req_id,
-                from,
-                module,
-                function,
-                arity,
-                options,
-            } => tuple(vec![
+            Control::SpawnRequest(s) => tuple(vec![
                 int(29),
-                r(req_id),
-                p(from),
-                p(from),
-                tuple(vec![atom(module), atom(function), int(*arity)]),
-                options.clone(),
+                r(&s.req_id),
+                p(&s.from),
+                p(&s.from),
+                tuple(vec![atom(&s.module), atom(&s.function), int(s.arity)]),
+                s.options.clone(),
             ]),
             Control::SpawnReply {
                 req_id,

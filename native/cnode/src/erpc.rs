@@ -10,7 +10,7 @@
 //! Client: `Node::erpc_call` spawns `erpc:execute_call/4` on a BEAM node and
 //! turns the outcome into a `Result`.
 
-use crate::control::{Control, ProcRef};
+use crate::control::{Control, ProcRef, SpawnRequest};
 use crate::node::Node;
 use crate::process;
 use crate::term::*;
@@ -150,14 +150,14 @@ impl Node {
             atom(function),
             list(args),
         ]);
-        let ctrl = Control::SpawnRequest {
+        let ctrl = Control::SpawnRequest(SpawnRequest {
             req_id: req_id.clone(),
             from: mbox.pid().clone(),
             module: "erpc".into(),
             function: "execute_call".into(),
             arity: 4,
             options: list(vec![atom("monitor")]),
-        };
+        });
         self.send_ctrl(node, ctrl, Some(&payload));
         let mut spawned: Option<Pid> = None;
         loop {
@@ -274,18 +274,15 @@ fn spawn_opts(options: &Term) -> (bool, bool) {
 }
 
 /// A peer asks us to spawn `module:function/arity`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spawn_request(
-    node: &Node,
-    peer: &str,
-    req_id: Reference,
-    from: Pid,
-    module: String,
-    function: String,
-    arity: i64,
-    options: Term,
-    payload: Option<Term>,
-) {
+pub(crate) fn spawn_request(node: &Node, peer: &str, req: SpawnRequest, payload: Option<Term>) {
+    let SpawnRequest {
+        req_id,
+        from,
+        module,
+        function,
+        arity,
+        options,
+    } = req;
     let args = payload.as_ref().and_then(as_list).unwrap_or_default();
     let (link, monitor) = spawn_opts(&options);
     // Bounded concurrency: a peer cannot make us run unlimited handlers.
@@ -314,7 +311,7 @@ pub(crate) fn spawn_request(
     let mut mbox = node.mailbox();
     let pid = mbox.pid().clone();
     {
-        let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = node.inner.state();
         if let Some(p) = st.procs.get_mut(&process::PidKey::id_key(&pid)) {
             if monitor {
                 p.watched_by
@@ -337,66 +334,20 @@ pub(crate) fn spawn_request(
         None,
     );
 
-    // What to run and how its outcome becomes an exit reason.
-    enum Job {
-        Call {
-            res: Term,
-            m: String,
-            f: String,
-            a: Vec<Term>,
-        },
-        Cast {
-            m: String,
-            f: String,
-            a: Vec<Term>,
-        },
-        Plain {
-            m: String,
-            f: String,
-            a: Vec<Term>,
-        },
-    }
-    let job = match (module.as_str(), function.as_str(), arity, args.as_slice()) {
-        ("erpc", "execute_call", 4, [res, m, f, a]) => match (as_atom(m), as_atom(f), as_list(a)) {
-            (Some(m), Some(f), Some(a)) => Job::Call {
-                res: res.clone(),
-                m: m.into(),
-                f: f.into(),
-                a,
-            },
-            _ => Job::Plain {
-                m: module.clone(),
-                f: function.clone(),
-                a: args.clone(),
-            },
-        },
-        ("erpc", "execute_cast", 3, [m, f, a]) => match (as_atom(m), as_atom(f), as_list(a)) {
-            (Some(m), Some(f), Some(a)) => Job::Cast {
-                m: m.into(),
-                f: f.into(),
-                a,
-            },
-            _ => Job::Plain {
-                m: module.clone(),
-                f: function.clone(),
-                a: args.clone(),
-            },
-        },
-        _ => Job::Plain {
-            m: module.clone(),
-            f: function.clone(),
-            a: args.clone(),
-        },
+    // What to run; `res` (erpc's result tag) for execute_call only.
+    let mfa = |m: &Term, f: &Term, a: &Term| {
+        Some((as_atom(m)?.to_owned(), as_atom(f)?.to_owned(), as_list(a)?))
     };
+    let parsed = match (module.as_str(), function.as_str(), arity, args.as_slice()) {
+        ("erpc", "execute_call", 4, [res, m, f, a]) => mfa(m, f, a).map(|x| (Some(res.clone()), x)),
+        ("erpc", "execute_cast", 3, [m, f, a]) => mfa(m, f, a).map(|x| (None, x)),
+        _ => None,
+    };
+    let (res, (m, f, a)) = parsed.unwrap_or((None, (module, function, args)));
     let n = node.clone();
     let guard = WorkerGuard::new(node);
     tokio::spawn(async move {
         let _guard = guard;
-        let (m, f, a) = match &job {
-            Job::Call { m, f, a, .. } | Job::Cast { m, f, a } | Job::Plain { m, f, a } => {
-                (m.clone(), f.clone(), a.clone())
-            }
-        };
         let undef_stack = list(vec![tuple(vec![
             atom(&m),
             atom(&f),
@@ -427,17 +378,12 @@ pub(crate) fn spawn_request(
                 }
             }
         };
-        let reason = match (&job, outcome) {
-            (Job::Call { res, .. }, RpcResult::Ok(v)) => {
-                tuple(vec![res.clone(), atom("return"), v])
-            }
-            (Job::Call { res, .. }, RpcResult::Throw(t)) => {
-                tuple(vec![res.clone(), atom("throw"), t])
-            }
-            (Job::Call { res, .. }, RpcResult::Exit(r)) => {
-                tuple(vec![res.clone(), atom("exit"), r])
-            }
-            (Job::Call { res, .. }, RpcResult::Error(e)) => {
+        // erpc's shapes for execute_call; a plain process's exit otherwise.
+        let reason = match (res, outcome) {
+            (Some(res), RpcResult::Ok(v)) => tuple(vec![res, atom("return"), v]),
+            (Some(res), RpcResult::Throw(t)) => tuple(vec![res, atom("throw"), t]),
+            (Some(res), RpcResult::Exit(r)) => tuple(vec![res, atom("exit"), r]),
+            (Some(res), RpcResult::Error(e)) => {
                 let stack = if is_atom(&e, "undef") {
                     undef_stack
                 } else {
@@ -448,7 +394,7 @@ pub(crate) fn spawn_request(
                         nil(),
                     ])])
                 };
-                tuple(vec![res.clone(), atom("error"), e, stack])
+                tuple(vec![res, atom("error"), e, stack])
             }
             (_, RpcResult::Ok(_)) => atom("normal"),
             (_, RpcResult::Throw(t)) => tuple(vec![tuple(vec![atom("nocatch"), t]), undef_stack]),

@@ -97,6 +97,7 @@
 pub mod control;
 pub mod epmd;
 pub mod erpc;
+pub mod events;
 pub mod frame;
 pub mod gen_server;
 pub mod handshake;
@@ -113,6 +114,7 @@ mod process;
 pub use eetf;
 pub use eetf::{Pid, Reference, Term};
 pub use erpc::{ErpcError, RpcResult};
+pub use events::Events;
 pub use gen_server::{CallError, GenFrom, GenRequest};
 pub use mailbox::{Dest, Mailbox, ProcessError};
 pub use node::{ConnectError, Node, NodeBuilder, NodeError, NodeEvent, NodeEvents};

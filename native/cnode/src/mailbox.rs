@@ -106,20 +106,7 @@ impl Node {
     /// Sends to an alias reference (ALIAS_SEND), e.g. a `gen:call` reply tag.
     pub(crate) fn send_alias(&self, from: &Pid, alias: &Reference, msg: Term) {
         if alias.node.name == self.inner.name {
-            let id = self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .aliases
-                .get(alias)
-                .copied();
-            if let Some(id) = id {
-                let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(p) = st.procs.get(&id) {
-                    let _ = p.tx.send(msg);
-                }
-            }
+            process::deliver_alias(self, alias, msg);
             return;
         }
         self.send_ctrl(
@@ -134,7 +121,7 @@ impl Node {
 
     /// Pid registered under `name` on this node.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.inner.state();
         st.names
             .get(name)
             .and_then(|id| st.procs.get(id))
@@ -177,12 +164,7 @@ impl Mailbox {
         if name.is_empty() || name.len() > 255 || name == "undefined" {
             return Err(ProcessError::BadName);
         }
-        let mut st = self
-            .node
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.node.inner.state();
         if st.names.contains_key(name) {
             return Err(ProcessError::NameTaken(name.into()));
         }
@@ -285,12 +267,7 @@ impl Mailbox {
     /// Makes a reference that, sent to peers, routes back here (an alias).
     pub fn alias(&self) -> Reference {
         let r = self.node.make_ref();
-        let mut st = self
-            .node
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = self.node.inner.state();
         st.aliases.insert(r.clone(), self.pid.id_key());
         r
     }

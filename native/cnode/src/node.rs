@@ -144,7 +144,7 @@ impl NodeBuilder {
             cfg: self.cfg,
             port,
             state: Mutex::new(State::default()),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(Default::default()),
             next_pid: AtomicU32::new(1),
             next_ref: AtomicU64::new(1),
             ref_salt: std::process::id() ^ (creation.rotate_left(7)),
@@ -211,13 +211,21 @@ pub(crate) struct Inner {
     pub(crate) cfg: Config,
     pub(crate) port: u16,
     pub(crate) state: Mutex<State>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<NodeEvent>>>,
+    subscribers: Mutex<crate::events::Subscribers<NodeEvent>>,
     next_pid: AtomicU32,
     next_ref: AtomicU64,
     ref_salt: u32,
     pub(crate) cancel: CancellationToken,
     pub(crate) rpc: RwLock<HashMap<(String, String, usize), RpcHandler>>,
     pub(crate) rpc_workers: std::sync::atomic::AtomicUsize,
+}
+
+impl Inner {
+    /// The node's tables. Never held across an await; a poisoned lock is
+    /// still usable (no invariant spans a panic point).
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -313,7 +321,7 @@ impl Node {
     }
 
     fn nodes_filtered(&self, want_hidden: bool) -> Vec<String> {
-        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.inner.state();
         let mut v: Vec<String> = st
             .conns
             .iter()
@@ -326,22 +334,19 @@ impl Node {
 
     /// A stream of node up/down events from now on.
     pub fn events(&self) -> NodeEvents {
-        let (tx, rx) = mpsc::unbounded_channel();
         self.inner
             .subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
-        NodeEvents { rx }
+            .subscribe()
     }
 
     pub(crate) fn emit(&self, ev: NodeEvent) {
-        let mut subs = self
-            .inner
+        self.inner
             .subscribers
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        subs.retain(|s| s.send(ev.clone()).is_ok());
+            .unwrap_or_else(|p| p.into_inner())
+            .emit(ev);
     }
 
     /// A new pid of this node (not yet a process).
@@ -395,7 +400,7 @@ impl Node {
         if self.inner.cancel.is_cancelled() || split_name(node).is_none() {
             return None;
         }
-        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.inner.state();
         if let Some(c) = st.conns.get(node) {
             return Some((c.tx.clone(), c.ready.subscribe()));
         }
@@ -443,7 +448,7 @@ impl Node {
 
     /// Drops the connection to `node` (like `erlang:disconnect_node/1`).
     pub fn disconnect(&self, node: &str) -> bool {
-        let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = self.inner.state();
         match st.conns.get(node) {
             Some(c) => {
                 c.kill.cancel();
@@ -496,7 +501,7 @@ impl Node {
 
     /// Removes a pending slot owned by attempt `id`.
     fn fail_slot(&self, peer: &str, id: u64, why: &str) {
-        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.inner.state();
         if matches!(st.conns.get(peer), Some(c) if c.id == id && matches!(c.phase, ConnPhase::Pending))
         {
             if let Some(c) = st.conns.remove(peer) {
@@ -553,7 +558,7 @@ impl Node {
         // Simultaneous connect, as net_kernel: the greater name keeps its own attempt.
         let mut replaced = false;
         let (status, id) = {
-            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = inner.state();
             let next = st.next_conn_id + 1;
             match st.conns.get_mut(&peer) {
                 None => {
@@ -624,7 +629,7 @@ impl Node {
     async fn established(&self, id: u64, stream: TcpStream, peer: handshake::Peer) {
         let hidden = peer.flags & flags::PUBLISHED == 0;
         let claimed = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.inner.state();
             match st.conns.get_mut(&peer.name) {
                 Some(c) if c.id == id => {
                     c.phase = ConnPhase::Up { hidden };
@@ -653,7 +658,7 @@ impl Node {
     /// Cleanup after a connection ended: table, monitors, links, event.
     fn connection_down(&self, peer: &str, id: u64, reason: &str) {
         let ours = {
-            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.inner.state();
             let ours = matches!(st.conns.get(peer), Some(c) if c.id == id);
             if ours {
                 st.conns.remove(peer);
@@ -675,7 +680,7 @@ impl Node {
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         let kills: Vec<CancellationToken> = {
-            let st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let st = self.inner.state();
             st.conns.values().map(|c| c.kill.clone()).collect()
         };
         for k in kills {
@@ -683,14 +688,7 @@ impl Node {
         }
         // Give connection tasks a moment to run their cleanup.
         for _ in 0..50 {
-            if self
-                .inner
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .conns
-                .is_empty()
-            {
+            if self.inner.state().conns.is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -705,24 +703,4 @@ impl Node {
 }
 
 /// Stream of [`NodeEvent`]s (see [`Node::events`]).
-#[derive(Debug)]
-pub struct NodeEvents {
-    rx: mpsc::UnboundedReceiver<NodeEvent>,
-}
-
-impl NodeEvents {
-    /// Next event; `None` after the node is gone.
-    pub async fn recv(&mut self) -> Option<NodeEvent> {
-        self.rx.recv().await
-    }
-}
-
-impl futures::Stream for NodeEvents {
-    type Item = NodeEvent;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<NodeEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
+pub type NodeEvents = crate::events::Events<NodeEvent>;

@@ -55,12 +55,12 @@ struct Members {
     remote: HashMap<Pid, (Reference, HashMap<Term, Vec<Pid>>)>,
     /// Local member pid -> monitor ref (to leave when it dies).
     local_mon: HashMap<Pid, Reference>,
-    subscribers: Vec<mpsc::UnboundedSender<PgEvent>>,
+    subscribers: crate::events::Subscribers<PgEvent>,
 }
 
 impl Members {
     fn emit(&mut self, ev: PgEvent) {
-        self.subscribers.retain(|s| s.send(ev.clone()).is_ok());
+        self.subscribers.emit(ev);
     }
 }
 
@@ -90,27 +90,7 @@ impl std::fmt::Debug for PgScope {
 }
 
 /// Event stream of a scope (see [`PgScope::events`]).
-#[derive(Debug)]
-pub struct PgEvents {
-    rx: mpsc::UnboundedReceiver<PgEvent>,
-}
-
-impl PgEvents {
-    /// Next event; `None` once the scope stopped.
-    pub async fn recv(&mut self) -> Option<PgEvent> {
-        self.rx.recv().await
-    }
-}
-
-impl futures::Stream for PgEvents {
-    type Item = PgEvent;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<PgEvent>> {
-        self.rx.poll_recv(cx)
-    }
-}
+pub type PgEvents = crate::events::Events<PgEvent>;
 
 fn pid_list(t: &Term) -> Vec<Pid> {
     match t {
@@ -237,13 +217,11 @@ impl PgScope {
 
     /// Stream of join/leave events from now on.
     pub fn events(&self) -> PgEvents {
-        let (tx, rx) = mpsc::unbounded_channel();
         self.members
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .subscribers
-            .push(tx);
-        PgEvents { rx }
+            .subscribe()
     }
 
     /// Stops the scope: BEAM scopes monitoring it get MONITOR_P_EXIT and

@@ -69,7 +69,7 @@ pub(crate) fn deliver(node: &Node, pid: &Pid, msg: Term) -> bool {
     if !node.is_local(pid) {
         return false;
     }
-    let st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let st = node.inner.state();
     match st.procs.get(&pid.id_key()) {
         Some(p) if p.pid == *pid => p.tx.send(msg).is_ok(),
         _ => false,
@@ -78,8 +78,17 @@ pub(crate) fn deliver(node: &Node, pid: &Pid, msg: Term) -> bool {
 
 /// Delivers to a locally registered name.
 pub(crate) fn deliver_named(node: &Node, name: &str, msg: Term) -> bool {
-    let st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let st = node.inner.state();
     match st.names.get(name).and_then(|id| st.procs.get(id)) {
+        Some(p) => p.tx.send(msg).is_ok(),
+        None => false,
+    }
+}
+
+/// Delivers to the process owning a local alias. False if none does.
+pub(crate) fn deliver_alias(node: &Node, alias: &Reference, msg: Term) -> bool {
+    let st = node.inner.state();
+    match st.aliases.get(alias).and_then(|id| st.procs.get(id)) {
         Some(p) => p.tx.send(msg).is_ok(),
         None => false,
     }
@@ -116,7 +125,7 @@ fn sender(ctrl: &Control) -> Option<&Pid> {
         | Control::Exit2 { from, .. }
         | Control::MonitorP { from, .. }
         | Control::DemonitorP { from, .. }
-        | Control::SpawnRequest { from, .. } => Some(from),
+        | Control::SpawnRequest(crate::control::SpawnRequest { from, .. }) => Some(from),
         _ => None,
     }
 }
@@ -146,25 +155,12 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
         }
         Control::AliasSend { alias, .. } => {
             if let Some(msg) = payload {
-                let id = node
-                    .inner
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .aliases
-                    .get(&alias)
-                    .copied();
-                if let Some(id) = id {
-                    let st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(p) = st.procs.get(&id) {
-                        let _ = p.tx.send(msg);
-                    }
-                }
+                deliver_alias(node, &alias, msg);
             }
         }
         Control::Link { from, to } => {
             let ok = {
-                let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut st = node.inner.state();
                 let max = node.inner.cfg.max_links_per_process;
                 match resolve(node, &st, &ProcRef::Pid(to.clone()))
                     .and_then(|k| st.procs.get_mut(&k))
@@ -223,7 +219,7 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
             reference,
         } => {
             let ok = {
-                let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                let mut st = node.inner.state();
                 let max = node.inner.cfg.max_links_per_process;
                 match resolve(node, &st, &to).and_then(|k| st.procs.get_mut(&k)) {
                     Some(p) if p.remote_signals < max => {
@@ -256,7 +252,7 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
             }
         }
         Control::DemonitorP { to, reference, .. } => {
-            let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = node.inner.state();
             if let Some(p) = resolve(node, &st, &to).and_then(|k| st.procs.get_mut(&k)) {
                 if p.watched_by.remove(&reference).is_some() {
                     p.remote_signals = p.remote_signals.saturating_sub(1);
@@ -270,7 +266,7 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
             reason,
         } => {
             let reason = reason.or(payload).unwrap_or_else(|| atom("normal"));
-            let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = node.inner.state();
             if let Some(p) = st.procs.get_mut(&to.id_key()).filter(|p| p.pid == to) {
                 if p.watching.remove(&reference).is_some() {
                     let _ =
@@ -278,18 +274,7 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
                 }
             }
         }
-        Control::SpawnRequest {
-            req_id,
-            from,
-            module,
-            function,
-            arity,
-            options,
-        } => {
-            crate::erpc::spawn_request(
-                node, peer, req_id, from, module, function, arity, options, payload,
-            );
-        }
+        Control::SpawnRequest(req) => crate::erpc::spawn_request(node, peer, req, payload),
         Control::SpawnReply {
             req_id,
             to,
@@ -310,7 +295,7 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
 }
 
 fn remove_link(node: &Node, local: &Pid, other: &Pid) {
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     if let Some(p) = st
         .procs
         .get_mut(&local.id_key())
@@ -326,7 +311,7 @@ fn remove_link(node: &Node, local: &Pid, other: &Pid) {
 pub(crate) fn spawn_proc(node: &Node) -> (Pid, mpsc::UnboundedReceiver<Term>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let pid = node.new_pid();
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     st.procs.insert(pid.id_key(), Proc::new(pid.clone(), tx));
     (pid, rx)
 }
@@ -334,7 +319,7 @@ pub(crate) fn spawn_proc(node: &Node) -> (Pid, mpsc::UnboundedReceiver<Term>) {
 /// Ends a process: unregisters it, tells watchers (DOWN) and links (EXIT).
 pub(crate) fn exit_proc(node: &Node, pid: &Pid, reason: Term) {
     let proc_ = {
-        let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = node.inner.state();
         let Some(p) = st.procs.remove(&pid.id_key()) else {
             return;
         };
@@ -422,18 +407,13 @@ pub(crate) fn exit_proc(node: &Node, pid: &Pid, reason: Term) {
 }
 
 fn node_connected(node: &Node, n: &str) -> bool {
-    node.inner
-        .state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .conns
-        .contains_key(n)
+    node.inner.state().conns.contains_key(n)
 }
 
 /// Connection to `peer` lost: `noconnection` to everything that watched or
 /// linked across it; forget what the peer watched or linked here.
 pub(crate) fn node_down(node: &Node, peer: &str) {
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     for p in st.procs.values_mut() {
         let gone: Vec<Reference> = p
             .watching
@@ -471,7 +451,7 @@ pub(crate) fn node_down(node: &Node, peer: &str) {
 pub(crate) fn monitor(node: &Node, me: &Pid, target: ProcRef, tnode: &str) -> Reference {
     let r = node.make_ref();
     if tnode == node.inner.name {
-        let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = node.inner.state();
         match resolve(node, &st, &target) {
             Some(k) => {
                 if let Some(t) = st.procs.get_mut(&k) {
@@ -491,7 +471,7 @@ pub(crate) fn monitor(node: &Node, me: &Pid, target: ProcRef, tnode: &str) -> Re
         return r;
     }
     {
-        let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = node.inner.state();
         if let Some(m) = st.procs.get_mut(&me.id_key()) {
             m.watching
                 .insert(r.clone(), (target.clone(), tnode.to_owned()));
@@ -511,7 +491,7 @@ pub(crate) fn monitor(node: &Node, me: &Pid, target: ProcRef, tnode: &str) -> Re
 
 /// Records a remote monitor with an existing reference (erpc's spawn monitor).
 pub(crate) fn record_watching(node: &Node, me: &Pid, r: &Reference, target: ProcRef, tnode: &str) {
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     if let Some(m) = st.procs.get_mut(&me.id_key()) {
         m.watching.insert(r.clone(), (target, tnode.to_owned()));
     }
@@ -520,7 +500,7 @@ pub(crate) fn record_watching(node: &Node, me: &Pid, r: &Reference, target: Proc
 /// Removes a monitor set by `me`.
 pub(crate) fn demonitor(node: &Node, me: &Pid, r: &Reference) {
     let removed = {
-        let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = node.inner.state();
         let w = st
             .procs
             .get_mut(&me.id_key())
@@ -553,7 +533,7 @@ pub(crate) fn demonitor(node: &Node, me: &Pid, r: &Reference) {
 
 /// Links local `me` with `other`.
 pub(crate) fn link(node: &Node, me: &Pid, other: &Pid) {
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     if node.is_local(other) {
         let exists = st
             .procs
@@ -590,7 +570,7 @@ pub(crate) fn link(node: &Node, me: &Pid, other: &Pid) {
 
 /// Unlinks local `me` from `other` (UNLINK_ID for remote pids).
 pub(crate) fn unlink(node: &Node, me: &Pid, other: &Pid) {
-    let mut st = node.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = node.inner.state();
     if let Some(m) = st.procs.get_mut(&me.id_key()) {
         m.links.remove(other);
     }
