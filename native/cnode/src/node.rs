@@ -676,7 +676,8 @@ impl Node {
         });
     }
 
-    /// Shuts the node down: closes every connection, unregisters from EPMD.
+    /// Shuts the node down: closes every connection, unregisters from EPMD,
+    /// ends every mailbox (`recv` returns `None`) and event stream.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         let kills: Vec<CancellationToken> = {
@@ -693,6 +694,19 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Mailboxes and event streams end (recv returns None).
+        {
+            let mut st = self.inner.state();
+            st.procs.clear();
+            st.names.clear();
+            st.aliases.clear();
+            st.conns.clear();
+        }
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         tracing::info!(node = %self.inner.name, "node stopped");
     }
 
