@@ -25,6 +25,7 @@
 //! The `cluster-helper` binary (`src/bin/cluster-helper.rs`) runs a member
 //! from the command line and prints a cluster's role table.
 
+pub mod cli;
 mod config;
 mod service;
 mod term_syntax;
