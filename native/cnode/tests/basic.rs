@@ -347,3 +347,29 @@ async fn hidden_node_is_hidden() {
     .await;
     assert!(gone, "still registered in epmd after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_names() {
+    init_log();
+    ensure_epmd();
+    let alive = unique("short").split('@').next().unwrap().to_owned();
+    let node = cnode::Node::builder(format!("{alive}@{}", short_host()))
+        .cookie(COOKIE)
+        .start()
+        .await
+        .unwrap();
+    let beam = Beam::start_with(
+        "short_beam",
+        BeamOpts {
+            short: true,
+            ..Default::default()
+        },
+    );
+    beam.connect(&node).await;
+    let r = beam
+        .eval(&node, &format!("net_adm:ping('{}').", node.name()))
+        .await;
+    assert!(is_atom(&r, "pong"), "{r}");
+    assert!(atoms(&beam.eval(&node, "nodes().").await).contains(&node.name().to_owned()));
+    node.shutdown().await;
+}

@@ -39,6 +39,12 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// This machine's short host name (what `-sname` nodes use).
+pub fn short_host() -> String {
+    let h = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "localhost".into());
+    h.trim().split('.').next().unwrap_or("localhost").to_owned()
+}
+
 pub fn ensure_epmd() {
     let _ = Command::new("epmd").arg("-daemon").status();
 }
@@ -66,6 +72,8 @@ pub struct BeamOpts {
     pub extra_args: Vec<String>,
     pub evals: Vec<String>,
     pub capture_stdout: bool,
+    /// `-sname name` (host = this machine's short hostname) instead of `-name name@127.0.0.1`.
+    pub short: bool,
 }
 
 impl Default for BeamOpts {
@@ -75,6 +83,7 @@ impl Default for BeamOpts {
             extra_args: vec![],
             evals: vec![],
             capture_stdout: false,
+            short: false,
         }
     }
 }
