@@ -13,47 +13,15 @@ defmodule ClusterHelper.ErpcFailuresTest do
   @moduletag :multi_node
   @moduletag timeout: 120_000
 
-  # A fake 0.5.1 node whose every answer is steered by :persistent_term.
-  @fake """
-  defmodule FakePeer do
-    def start(scope) do
-      {:ok, _} = :pg.start(scope)
-      pid = spawn(fn -> Process.sleep(:infinity) end)
-      Process.register(pid, ClusterHelper.NodeConfig)
-      :ok = :pg.join(scope, :all_nodes, pid)
-    end
-
-    def set(key, how), do: :persistent_term.put({__MODULE__, key}, how)
-
-    def behave(key, default) do
-      case :persistent_term.get({__MODULE__, key}, :normal) do
-        :normal -> default
-        {:sleep, ms} -> Process.sleep(ms) && default
-        :raise -> raise "fake failure"
-        :throw -> throw(:fake_throw)
-        :exit -> exit(:fake_exit)
-        {:value, value} -> value
-      end
-    end
-  end
-
-  defmodule ClusterHelper.NodeConfig do
-    def __get_scopes__, do: FakePeer.behave(:scopes, [:fk])
-    def __get_generation__(_scope), do: FakePeer.behave(:generation, 1)
-  end
-
-  defmodule ClusterHelper do
-    def get_my_roles(_scope), do: FakePeer.behave(:roles, [:fake_role])
-  end
-  """
-
   setup do
     on_exit(fn -> App.restart() end)
   end
 
-  defp fake_peer(prefix) do
+  # The fake answers as `behaviours` says from the start (other keys: normally).
+  defp fake_peer(prefix, behaviours) do
     peer = Cluster.start_bare(prefix)
-    _ = :erpc.call(peer, Code, :compile_string, [@fake])
+    _ = :erpc.call(peer, Code, :compile_string, [ClusterHelper.Test.FakePeer.source()])
+    for {key, how} <- behaviours, do: set(peer, key, how)
     :ok = :erpc.call(peer, FakePeer, :start, [:fk])
     peer
   end
@@ -61,10 +29,9 @@ defmodule ClusterHelper.ErpcFailuresTest do
   defp set(peer, key, how), do: :ok = :erpc.call(peer, FakePeer, :set, [key, how])
 
   test "pull_timeout: a pull slower than it fails; raised, it succeeds" do
-    App.restart(scopes: [:fk], pull_timeout: 300, pull_interval: 200)
+    App.restart(scopes: [:fk], pull_timeout: 300, pull_interval: 1_000)
     server = Process.whereis(ClusterHelper.NodeConfig)
-    peer = fake_peer("slow")
-    set(peer, :roles, {:sleep, 1_000})
+    peer = fake_peer("slow", roles: {:sleep, 1_000})
     Process.sleep(2_500)
     assert ClusterHelper.get_nodes(:fake_role, :fk) == []
 
@@ -75,9 +42,7 @@ defmodule ClusterHelper.ErpcFailuresTest do
 
   test "pulls never pile up, however slow the peer" do
     App.restart(scopes: [:fk], pull_timeout: 5_000, pull_interval: 20)
-    peer = fake_peer("pile")
-    set(peer, :roles, {:sleep, 1_500})
-    set(peer, :generation, {:value, 7})
+    peer = fake_peer("pile", roles: {:sleep, 1_500}, generation: {:value, 7})
 
     max =
       Enum.reduce(1..30, 0, fn _, acc ->
@@ -86,6 +51,12 @@ defmodule ClusterHelper.ErpcFailuresTest do
       end)
 
     assert max <= 3
+    assert peer in Node.list()
+  end
+
+  test "a pull slower than three pull intervals still completes" do
+    App.restart(scopes: [:fk], pull_timeout: 5_000, pull_interval: 100)
+    peer = fake_peer("slowpull", roles: {:sleep, 700})
     wait_until(fn -> ClusterHelper.get_nodes(:fake_role, :fk) == [peer] end)
   end
 
@@ -94,7 +65,7 @@ defmodule ClusterHelper.ErpcFailuresTest do
     server = Process.whereis(ClusterHelper.NodeConfig)
 
     capture_log(fn ->
-      peer = fake_peer("failing")
+      peer = fake_peer("failing", roles: :raise, generation: :raise, scopes: :raise)
 
       for how <- [:raise, :throw, :exit, {:value, :not_a_list}] do
         set(peer, :roles, how)

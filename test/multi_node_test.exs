@@ -18,17 +18,29 @@ defmodule ClusterHelper.MultiNodeTest do
   defp sorted(list), do: Enum.sort(list)
 
   test "initial sync both ways" do
-    a = Cluster.start_node("init_a", scope: :init, roles: [:a_role, "shared"], pull_interval: 300)
-    b = Cluster.start_node("init_b", scope: :init, roles: [:b_role, "shared"], pull_interval: 300)
-    c = Cluster.start_node("init_c", scope: :init, roles: [{:c, 1}], pull_interval: 300)
+    a =
+      Cluster.start_node("init_a",
+        scope: :init_sync,
+        roles: [:a_role, "shared"],
+        pull_interval: 300
+      )
+
+    b =
+      Cluster.start_node("init_b",
+        scope: :init_sync,
+        roles: [:b_role, "shared"],
+        pull_interval: 300
+      )
+
+    c = Cluster.start_node("init_c", scope: :init_sync, roles: [{:c, 1}], pull_interval: 300)
     nodes = sorted([a, b, c])
 
     for n <- nodes do
-      wait_until(fn -> sorted(ch(n, :all_nodes, [:init])) == nodes end)
-      wait_until(fn -> sorted(ch(n, :get_nodes, ["shared", :init])) == sorted([a, b]) end)
-      assert ch(n, :get_nodes, [:a_role, :init]) == [a]
-      assert ch(n, :get_nodes, [{:c, 1}, :init]) == [c]
-      assert ch(n, :get_roles, [b, :init]) |> sorted() == sorted([:b_role, "shared"])
+      wait_until(fn -> sorted(ch(n, :all_nodes, [:init_sync])) == nodes end)
+      wait_until(fn -> sorted(ch(n, :get_nodes, ["shared", :init_sync])) == sorted([a, b]) end)
+      assert ch(n, :get_nodes, [:a_role, :init_sync]) == [a]
+      assert ch(n, :get_nodes, [{:c, 1}, :init_sync]) == [c]
+      assert ch(n, :get_roles, [b, :init_sync]) |> sorted() == sorted([:b_role, "shared"])
     end
   end
 

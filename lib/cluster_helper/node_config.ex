@@ -34,7 +34,9 @@ defmodule ClusterHelper.NodeConfig do
   # ours:   our own :pg group (Native.ours_group/0)
   # scopes: %{scope => {watcher pid, :pg scope pid}} for every scope we watch
   # tasks:  %{task ref => request} for erpc work in flight
-  defstruct [:res, :ours, scopes: %{}, tasks: %{}]
+  # busy:   %{request key => task ref}: at most one task per key (see spawn_task/2)
+  # queued: %{request key => request} asked for while its key was busy
+  defstruct [:res, :ours, scopes: %{}, tasks: %{}, busy: %{}, queued: %{}]
 
   @doc false
   def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
@@ -79,6 +81,8 @@ defmodule ClusterHelper.NodeConfig do
     {res, default_scope, boot} = ClusterHelper.Application.state()
     Logger.metadata(cluster_helper: Node.self())
     state = %__MODULE__{res: res, ours: Native.ours_group()}
+    # The NIF builds actions with binary_to_term in safe mode: their atoms must exist.
+    _ = Protocol.ours_tags()
     _ = :net_kernel.monitor_nodes(true, node_type: :visible)
 
     # After a crash: the resource knows which scopes we are in.
@@ -389,19 +393,52 @@ defmodule ClusterHelper.NodeConfig do
 
   ## erpc work, one supervised task per request
 
+  # One task per {kind, node, scope} at a time, whatever the engine asks: a
+  # pull asked for while one is running waits for it (the newest one only);
+  # a duplicate ask is dropped (the running one answers it).
   defp spawn_task(state, request) do
-    timeout = Application.get_env(:cluster_helper, :pull_timeout, 5_000)
-    task = Task.Supervisor.async_nolink(@tasks, fn -> remote(request, timeout) end)
-    %{state | tasks: Map.put(state.tasks, task.ref, request)}
+    key = key(request)
+
+    cond do
+      not Map.has_key?(state.busy, key) ->
+        timeout = Application.get_env(:cluster_helper, :pull_timeout, 5_000)
+        task = Task.Supervisor.async_nolink(@tasks, fn -> remote(request, timeout) end)
+
+        %{
+          state
+          | tasks: Map.put(state.tasks, task.ref, request),
+            busy: Map.put(state.busy, key, task.ref)
+        }
+
+      elem(request, 0) == :pull ->
+        %{state | queued: Map.put(state.queued, key, request)}
+
+      true ->
+        state
+    end
   end
 
-  defp task_done(state, {:ask_scopes, node}, result),
+  defp key({:pull, node, scope, _token}), do: {:pull, node, scope}
+  defp key(request), do: request
+
+  defp task_done(state, request, result) do
+    key = key(request)
+    state = %{state | busy: Map.delete(state.busy, key)}
+    state = feed_result(state, request, result)
+    {queued, rest} = Map.pop(state.queued, key)
+    state = %{state | queued: rest}
+
+    # The engine may have asked again while handling the result: that is newer.
+    if queued && not Map.has_key?(state.busy, key), do: spawn_task(state, queued), else: state
+  end
+
+  defp feed_result(state, {:ask_scopes, node}, result),
     do: input(state, &Native.scopes_result(&1, node, result))
 
-  defp task_done(state, {:ask_generation, node, scope}, result),
+  defp feed_result(state, {:ask_generation, node, scope}, result),
     do: input(state, &Native.generation_result(&1, node, scope, result))
 
-  defp task_done(state, {:pull, node, scope, token}, result),
+  defp feed_result(state, {:pull, node, scope, token}, result),
     do: input(state, &Native.pull_result(&1, node, scope, token, result))
 
   # Runs in the task. Every failure of the remote side becomes :error.

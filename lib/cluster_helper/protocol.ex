@@ -18,8 +18,15 @@ defmodule ClusterHelper.Protocol do
 
   @legacy_group :all_nodes
 
+  # Tags of our own messages (cluster_helper_core::protocol). Naming them here
+  # also makes sure the atoms exist before the NIF decodes its actions.
+  @ours_tags [:ch_update, :ch_digest, :ch_pull, :ch_snapshot]
+
   @doc false
   def legacy_group, do: @legacy_group
+
+  @doc false
+  def ours_tags, do: @ours_tags
 
   @doc false
   # True for mail the engine must see (Native.message/2); it validates shapes.
