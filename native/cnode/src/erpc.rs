@@ -189,7 +189,16 @@ impl Node {
             let e = as_tuple(&msg).unwrap_or(&[]);
             if is_atom(&e[0], "$cnode_spawn_reply") {
                 match e.get(3) {
-                    Some(Term::Pid(p)) => spawned = Some(p.clone()),
+                    Some(Term::Pid(p)) => {
+                        // The monitor (ref = req_id) is on the spawned pid.
+                        process::retarget_watching(
+                            self,
+                            mbox.pid(),
+                            &req_id,
+                            ProcRef::Pid(p.clone()),
+                        );
+                        spawned = Some(p.clone());
+                    }
                     Some(other) => return Err(ErpcError::Spawn(other.clone())),
                     None => return Err(ErpcError::Spawn(atom("badreply"))),
                 }

@@ -310,8 +310,12 @@ fn remove_link(node: &Node, local: &Pid, other: &Pid) {
 /// Registers a new process entry; returns its receiver.
 pub(crate) fn spawn_proc(node: &Node) -> (Pid, mpsc::UnboundedReceiver<Term>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let pid = node.new_pid();
     let mut st = node.inner.state();
+    // Pid numbers wrap after 2^28; never hand out one that is still alive.
+    let mut pid = node.new_pid();
+    while st.procs.contains_key(&pid.id_key()) {
+        pid = node.new_pid();
+    }
     st.procs.insert(pid.id_key(), Proc::new(pid.clone(), tx));
     (pid, rx)
 }
@@ -494,6 +498,19 @@ pub(crate) fn record_watching(node: &Node, me: &Pid, r: &Reference, target: Proc
     let mut st = node.inner.state();
     if let Some(m) = st.procs.get_mut(&me.id_key()) {
         m.watching.insert(r.clone(), (target, tnode.to_owned()));
+    }
+}
+
+/// Points an existing monitor of `me` at a new target (erpc learns the
+/// spawned pid after the monitor exists). No-op if the monitor already fired.
+pub(crate) fn retarget_watching(node: &Node, me: &Pid, r: &Reference, target: ProcRef) {
+    let mut st = node.inner.state();
+    if let Some((t, _)) = st
+        .procs
+        .get_mut(&me.id_key())
+        .and_then(|m| m.watching.get_mut(r))
+    {
+        *t = target;
     }
 }
 
