@@ -190,7 +190,9 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
                 );
             }
         }
-        Control::Unlink { from, to } => remove_link(node, &to, &from),
+        Control::Unlink { from, to } => {
+            remove_link(node, &to, &from);
+        }
         Control::UnlinkId { id, from, to } => {
             remove_link(node, &to, &from);
             node.send_ctrl(
@@ -205,9 +207,11 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
         }
         Control::UnlinkIdAck { .. } => {}
         Control::Exit { from, to, reason } => {
+            // A link exit for a link that no longer exists is dropped, as in erts.
             let reason = reason.or(payload).unwrap_or_else(|| atom("normal"));
-            remove_link(node, &to, &from);
-            deliver(node, &to, exit_msg(&from, reason));
+            if remove_link(node, &to, &from) {
+                deliver(node, &to, exit_msg(&from, reason));
+            }
         }
         Control::Exit2 { from, to, reason } => {
             let reason = reason.or(payload).unwrap_or_else(|| atom("normal"));
@@ -294,17 +298,21 @@ pub(crate) fn dispatch(node: &Node, peer: &str, ctrl: Control, payload: Option<T
     }
 }
 
-fn remove_link(node: &Node, local: &Pid, other: &Pid) {
+/// Removes the link between local `local` and `other`; true if it existed.
+fn remove_link(node: &Node, local: &Pid, other: &Pid) -> bool {
     let mut st = node.inner.state();
-    if let Some(p) = st
+    let Some(p) = st
         .procs
         .get_mut(&local.id_key())
         .filter(|p| p.pid == *local)
-    {
-        if p.links.remove(other) && !node.is_local(other) {
-            p.remote_signals = p.remote_signals.saturating_sub(1);
-        }
+    else {
+        return false;
+    };
+    let existed = p.links.remove(other);
+    if existed && !node.is_local(other) {
+        p.remote_signals = p.remote_signals.saturating_sub(1);
     }
+    existed
 }
 
 /// Registers a new process entry; returns its receiver.
@@ -572,7 +580,9 @@ pub(crate) fn link(node: &Node, me: &Pid, other: &Pid) {
         return;
     }
     if let Some(m) = st.procs.get_mut(&me.id_key()) {
-        m.links.insert(other.clone());
+        if m.links.insert(other.clone()) {
+            m.remote_signals += 1;
+        }
     }
     drop(st);
     node.send_ctrl(
@@ -587,10 +597,8 @@ pub(crate) fn link(node: &Node, me: &Pid, other: &Pid) {
 
 /// Unlinks local `me` from `other` (UNLINK_ID for remote pids).
 pub(crate) fn unlink(node: &Node, me: &Pid, other: &Pid) {
+    let _ = remove_link(node, me, other);
     let mut st = node.inner.state();
-    if let Some(m) = st.procs.get_mut(&me.id_key()) {
-        m.links.remove(other);
-    }
     if node.is_local(other) {
         if let Some(o) = st.procs.get_mut(&other.id_key()) {
             o.links.remove(me);
@@ -598,6 +606,7 @@ pub(crate) fn unlink(node: &Node, me: &Pid, other: &Pid) {
         return;
     }
     drop(st);
+    // Any integer id works; the peer echoes it in UNLINK_ID_ACK, which we ignore.
     let id = int(i64::from(me.id) + 1);
     node.send_ctrl(
         &other.node.name,
