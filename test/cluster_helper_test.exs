@@ -11,6 +11,17 @@ defmodule ClusterHelperTest do
     on_exit(fn -> App.restart() end)
   end
 
+  test "the NIF is built by our compiler, before the Elixir compiler" do
+    compilers = Mix.Project.config()[:compilers]
+
+    assert Enum.find_index(compilers, &(&1 == :cluster_helper_nif)) <
+             Enum.find_index(compilers, &(&1 == :elixir))
+
+    assert File.exists?(
+             Path.join(:code.priv_dir(:cluster_helper), "native/libcluster_helper_nif.so")
+           )
+  end
+
   describe "default scope" do
     test "is ClusterHelper and is joined at start" do
       assert ClusterHelper.list_scopes() == [ClusterHelper]

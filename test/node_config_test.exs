@@ -8,6 +8,8 @@ defmodule ClusterHelper.NodeConfigTest do
   alias ClusterHelper.{Native, NodeConfig}
   alias ClusterHelper.Test.{App, Cluster}
 
+  doctest ClusterHelper.NodeConfig
+
   setup do
     App.restart()
     on_exit(fn -> App.restart() end)

@@ -58,7 +58,23 @@ defmodule ClusterHelper.NodeConfig do
       call(request, retries - 1)
   end
 
-  @doc "Generation of `scope` on this node (0 when not joined). 0.5.1 erpc entry point."
+  @doc """
+  Generation of `scope` on this node: 0 when not joined, one more for each
+  local change that changed something. A 0.5.1 erpc entry point.
+
+      iex> ClusterHelper.join_scope(:doc_generation)
+      :ok
+      iex> ClusterHelper.NodeConfig.__get_generation__(:doc_generation)
+      0
+      iex> ClusterHelper.add_roles([:a, :b], :doc_generation)
+      :ok
+      iex> ClusterHelper.NodeConfig.__get_generation__(:doc_generation)
+      1
+      iex> ClusterHelper.leave_scope(:doc_generation)
+      :ok
+      iex> ClusterHelper.NodeConfig.__get_generation__(:doc_generation)
+      0
+  """
   @spec __get_generation__(atom()) :: non_neg_integer()
   def __get_generation__(scope) when is_atom(scope) do
     {res, _, _} = ClusterHelper.Application.state()
@@ -67,7 +83,17 @@ defmodule ClusterHelper.NodeConfig do
 
   def __get_generation__(_), do: 0
 
-  @doc "Scopes this node has joined. 0.5.1 erpc entry point."
+  @doc """
+  Scopes this node has joined, as `ClusterHelper.list_scopes/0`. A 0.5.1
+  erpc entry point.
+
+      iex> ClusterHelper.join_scope(:doc_get_scopes)
+      :ok
+      iex> :doc_get_scopes in ClusterHelper.NodeConfig.__get_scopes__()
+      true
+      iex> ClusterHelper.leave_scope(:doc_get_scopes)
+      :ok
+  """
   @spec __get_scopes__() :: [atom()]
   def __get_scopes__ do
     {res, _, _} = ClusterHelper.Application.state()
