@@ -499,15 +499,22 @@ impl Node {
         }
     }
 
-    /// Removes a pending slot owned by attempt `id`.
+    /// Removes a pending slot owned by attempt `id`. Monitors and links
+    /// that were set towards the node fire with `noconnection`, as on BEAM.
     fn fail_slot(&self, peer: &str, id: u64, why: &str) {
-        let mut st = self.inner.state();
-        if matches!(st.conns.get(peer), Some(c) if c.id == id && matches!(c.phase, ConnPhase::Pending))
-        {
-            if let Some(c) = st.conns.remove(peer) {
-                let _ = c.ready.send(Some(false));
-                tracing::debug!(why, "dropped pending connection slot");
+        let removed = {
+            let mut st = self.inner.state();
+            let ours = matches!(st.conns.get(peer), Some(c) if c.id == id && matches!(c.phase, ConnPhase::Pending));
+            if ours {
+                st.conns.remove(peer)
+            } else {
+                None
             }
+        };
+        if let Some(c) = removed {
+            let _ = c.ready.send(Some(false));
+            tracing::debug!(why, "dropped pending connection slot");
+            crate::process::node_down(self, peer);
         }
     }
 

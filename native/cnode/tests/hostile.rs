@@ -418,3 +418,34 @@ async fn silent_peer_dropped_after_tick_time() {
     assert!(down);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_node_gives_noconnection() {
+    let node = rust_node("unreach").await;
+    let mut mbox = node.mailbox();
+    let ghost = unique("ghost");
+    let r = mbox.monitor(("someone", ghost.as_str()));
+    let d = mbox
+        .recv_match(
+            |m| tagged(m, "DOWN").is_some(),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+        .expect("DOWN");
+    assert_eq!(as_tuple(&d).unwrap()[1], Term::Reference(Box::new(r)));
+    assert_eq!(as_tuple(&d).unwrap()[4], atom("noconnection"));
+    assert!(node.connect(&ghost).await.is_err());
+    let v = node
+        .gen_call(
+            ("someone", ghost.as_str()),
+            atom("x"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(v, Err(cnode::CallError::NoConnection));
+    let v = node
+        .erpc_call(&ghost, "m", "f", vec![], Duration::from_secs(30))
+        .await;
+    assert_eq!(v, Err(cnode::ErpcError::NoConnection));
+    node.shutdown().await;
+}
