@@ -32,7 +32,7 @@
 //! | start / stop | [`Node::builder`]`(name)` -> [`NodeBuilder`] (`cookie`, `listen_ip`, `port`, `tick_time`, `hidden`, `max_frame`, `mesh`) -> `.start().await`; [`Node::shutdown`] |
 //! | peers | [`Node::connect`], [`Node::disconnect`], [`Node::nodes`], [`Node::hidden_nodes`], [`Node::events`] ([`NodeEvent::Up`] / [`NodeEvent::Down`]) |
 //! | processes | [`Node::mailbox`] -> [`Mailbox`]: `pid`, `register`, `send` (to a [`Dest`]: pid, local name, `(name, node)`), `recv`, `recv_timeout`, `recv_match` (selective receive), `monitor`/`demonitor`, `link`/`unlink`, `exit`, `alias`, `close`; [`Node::make_ref`], [`Node::whereis`] |
-//! | erpc server | [`Node::register_rpc`] (async handler) / [`Node::register_rpc_sync`]: `Fn(Vec<Term>) -> RpcResult` ([`RpcResult::Ok`], `Throw`, `Error`, `Exit`) |
+//! | erpc server | [`Node::register_rpc`] (async handler) / [`Node::register_rpc_sync`]: `Fn(Vec<Term>) -> RpcResult` ([`RpcResult::Ok`], `Throw`, `Error`, `Exit`). Elixir modules are atoms with the `Elixir.` prefix (`"Elixir.ClusterHelper"`). One handler is built in: `erlang:nodes/0` (mesh between Rust nodes needs it); anything else unregistered is `undef` |
 //! | erpc client | [`Node::erpc_call`]`(node, m, f, args, timeout) -> Result<Term, `[`ErpcError`]`>` |
 //! | gen_server | [`Node::serve_gen_server`]`(name, handler)`, the handler an async `Fn(`[`GenRequest`]`) -> Option<Term>` (`Some(reply)` for calls); [`Node::gen_call`], [`Node::gen_cast`] |
 //! | `:pg` | [`Node::pg_scope`] -> [`PgScope`]: `join`, `leave`, `get_members`, `get_local_members`, `get_members_by_node`, `which_groups`, `events` ([`PgEvent`]), `stop` |

@@ -163,6 +163,19 @@ impl NodeBuilder {
         let span = tracing::info_span!("cnode", node = %node.inner.name);
         tokio::spawn(async move { n2.accept_loop(listener).await }.instrument(span));
         crate::net_kernel::start(&node);
+        // Built in, so peers that are Rust nodes can mesh through us
+        // (`erpc:call(Node, erlang, nodes, [])` answers like a BEAM node).
+        let weak = Arc::downgrade(&node.inner);
+        node.register_rpc_sync("erlang", "nodes", 0, move |_| {
+            // Weak: the handler lives inside the node it describes.
+            let names = weak
+                .upgrade()
+                .map(|inner| Node { inner }.nodes())
+                .unwrap_or_default();
+            crate::erpc::RpcResult::Ok(crate::term::list(
+                names.iter().map(|n| crate::term::atom(n)).collect(),
+            ))
+        });
         crate::global::start(&node);
         tracing::info!(node = %node.inner.name, port, creation, "node started");
         Ok(node)

@@ -449,3 +449,55 @@ async fn unreachable_node_gives_noconnection() {
     assert_eq!(v, Err(cnode::ErpcError::NoConnection));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_only_mesh_and_pg() {
+    let a = rust_node("rmA").await;
+    let b = rust_node("rmB").await;
+    let c = rust_node("rmC").await;
+    let scopes: Vec<cnode::PgScope> = [&a, &b, &c]
+        .iter()
+        .map(|n| n.pg_scope("rscope").unwrap())
+        .collect();
+    b.connect(a.name()).await.unwrap();
+    c.connect(a.name()).await.unwrap();
+    // Mesh through a: every node ends up connected to the other two.
+    let all = [a.clone(), b.clone(), c.clone()];
+    let meshed = eventually(30, || {
+        let all = all.clone();
+        async move { all.iter().all(|n| n.nodes().len() == 2) }
+    })
+    .await;
+    assert!(meshed, "{:?} {:?} {:?}", a.nodes(), b.nodes(), c.nodes());
+    let mboxes: Vec<cnode::Mailbox> = all.iter().map(|n| n.mailbox()).collect();
+    for (s, m) in scopes.iter().zip(&mboxes) {
+        s.join(atom("g"), &[m.pid().clone()]).await.unwrap();
+    }
+    let seen = eventually(30, || {
+        let scopes = scopes.clone();
+        async move { scopes.iter().all(|s| s.get_members(&atom("g")).len() == 3) }
+    })
+    .await;
+    assert!(
+        seen,
+        "{:?}",
+        scopes
+            .iter()
+            .map(|s| s.get_members(&atom("g")))
+            .collect::<Vec<_>>()
+    );
+    // c goes away: its member leaves everywhere.
+    c.shutdown().await;
+    let gone = eventually(30, || {
+        let scopes = scopes.clone();
+        async move {
+            scopes[..2]
+                .iter()
+                .all(|s| s.get_members(&atom("g")).len() == 2)
+        }
+    })
+    .await;
+    assert!(gone);
+    a.shutdown().await;
+    b.shutdown().await;
+}
