@@ -5,7 +5,8 @@
 //! `{Module, Function, Arity}`, and the spawned "process" exits with erpc's
 //! result shapes (`{Res, return, V}`, `{Res, throw, T}`, `{Res, exit, R}`,
 //! `{Res, error, E, Stack}`). Nothing but registered handlers ever runs: an
-//! unknown MFA fails as `undef`, as on a BEAM node.
+//! unknown MFA fails as `undef`, as on a BEAM node. The node registers one
+//! handler itself, `erlang:nodes/0`, so Rust nodes can mesh through each other.
 //!
 //! Client: `Node::erpc_call` spawns `erpc:execute_call/4` on a BEAM node and
 //! turns the outcome into a `Result`.
