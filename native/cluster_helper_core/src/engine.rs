@@ -558,7 +558,7 @@ impl SyncEngine {
             // A peer that joined the scope after we met it: sync it now, not at the next tick.
             let needs = self
                 .peer_scope(&scope, &node)
-                .is_some_and(|p| p.seen.is_none() && p.pull.is_none());
+                .is_none_or(|p| p.seen.is_none() && p.pull.is_none());
             if needs {
                 self.start_pull(&scope, &node, out);
             }
@@ -844,9 +844,10 @@ impl SyncEngine {
         for scope in scopes {
             if self.joined.contains_key(&scope) {
                 self.know(&scope, &node, out);
+                // Never synced (no state yet, or no generation seen) or known stale: pull.
                 let needs = self
                     .peer_scope(&scope, &node)
-                    .is_some_and(|p| p.seen.is_none() || p.dirty);
+                    .is_none_or(|p| (p.seen.is_none() || p.dirty) && p.pull.is_none());
                 if needs {
                     self.start_pull(&scope, &node, out);
                 }
@@ -1039,5 +1040,75 @@ fn legacy_send(node: &NodeName, scope: &Scope, msg: Msg) -> Action {
         scope: scope.clone(),
         via: Via::AllNodesMembers,
         msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeName {
+        NodeName::new(s)
+    }
+
+    /// Two nodes that joined their scope before they connected: the scopes
+    /// reply alone (no `:pg` event yet) must start a pull.
+    #[test]
+    fn a_scopes_reply_after_a_late_connect_pulls() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::AddRoles {
+            scope: s.clone(),
+            roles: vec![Role::atom("x")],
+        })
+        .unwrap();
+        let acts = a.handle(Input::NodeUp(n("b@h"))).unwrap();
+        assert_eq!(acts, vec![Action::AskScopes(n("b@h"))]);
+        let acts = a
+            .handle(Input::Scopes {
+                node: n("b@h"),
+                result: Some(vec![s.clone()]),
+            })
+            .unwrap();
+        assert!(
+            acts.iter()
+                .any(|x| matches!(x, Action::Pull { node, .. } if *node == n("b@h"))),
+            "{acts:?}"
+        );
+        // A second scopes reply while the pull is in flight starts no other.
+        let acts = a
+            .handle(Input::Scopes {
+                node: n("b@h"),
+                result: Some(vec![s.clone()]),
+            })
+            .unwrap();
+        assert!(
+            !acts.iter().any(|x| matches!(x, Action::Pull { .. })),
+            "{acts:?}"
+        );
+    }
+
+    /// A peer seen in `:pg` for the first time is pulled at once.
+    #[test]
+    fn a_new_pg_member_is_pulled() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::JoinScope(s.clone())).unwrap();
+        let acts = a
+            .handle(Input::Member {
+                scope: s.clone(),
+                group: Group::AllNodes,
+                node: n("b@h"),
+                present: true,
+            })
+            .unwrap();
+        assert!(
+            acts.iter().any(|x| matches!(x, Action::Pull { .. })),
+            "{acts:?}"
+        );
+        assert!(acts.contains(&Action::Event(Event::NodeAdded {
+            scope: s,
+            node: n("b@h")
+        })));
     }
 }
