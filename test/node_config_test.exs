@@ -91,7 +91,7 @@ defmodule ClusterHelper.NodeConfigTest do
         Logger.configure(level: :warning)
 
         try do
-          GenServer.call(NodeConfig, :what_is_this)
+          assert GenServer.call(NodeConfig, :what_is_this) == {:error, :unknown_call}
           GenServer.cast(NodeConfig, {:strange, 1})
           send(NodeConfig, :random_message)
           send(NodeConfig, {:DOWN, make_ref(), :process, self(), :normal})

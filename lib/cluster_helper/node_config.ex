@@ -142,7 +142,7 @@ defmodule ClusterHelper.NodeConfig do
       "ClusterHelper: unknown call #{inspect(request)} from #{inspect(from)} ignored"
     )
 
-    {:reply, {:reply, {:error, :unknown_call}}, state}
+    {:reply, {:error, :unknown_call}, state}
   end
 
   @impl true
