@@ -11,6 +11,7 @@ use crate::control::Control;
 use crate::frame;
 use crate::handshake::Peer;
 use crate::node::Node;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -37,7 +38,20 @@ pub(crate) async fn run(
         let mut wrote = false;
         loop {
             tokio::select! {
-                _ = writer_kill.cancelled() => return "closed".to_string(),
+                _ = writer_kill.cancelled() => {
+                    // Flush what is already queued (say, the MONITOR_P_EXIT
+                    // of a scope stopped just before shutdown), briefly.
+                    let flush = async {
+                        while let Ok(bytes) = rx.try_recv() {
+                            if wr.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                    };
+                    let _ = tokio::time::timeout(Duration::from_millis(500), flush).await;
+                    return if node_cancel.is_cancelled() { "node shutdown" } else { "disconnected" }.to_string();
+                }
                 f = rx.recv() => match f {
                     Some(bytes) => {
                         if let Err(e) = wr.write_all(&bytes).await {
@@ -100,11 +114,11 @@ pub(crate) async fn run(
         }
     };
 
+    // The writer owns the end of the connection when we close it (it
+    // flushes first); the reader ends it when the peer goes silent or away.
     let reason = tokio::select! {
         r = writer => r,
         r = reader => r,
-        _ = kill.cancelled() => "disconnected".to_string(),
-        _ = node_cancel.cancelled() => "node shutdown".to_string(),
     };
     kill.cancel();
     reason

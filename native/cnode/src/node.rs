@@ -269,7 +269,12 @@ pub(crate) struct Conn {
 }
 
 impl State {
-    fn new_conn(&mut self) -> (u64, mpsc::UnboundedSender<Vec<u8>>, Conn) {
+    /// A new pending slot; its kill token is a child of the node's, so a
+    /// shutdown reaches every connection, even one set up during it.
+    fn new_conn(
+        &mut self,
+        node_cancel: &CancellationToken,
+    ) -> (u64, mpsc::UnboundedSender<Vec<u8>>, Conn) {
         self.next_conn_id += 1;
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready, _) = watch::channel(None);
@@ -283,7 +288,7 @@ impl State {
                 rx: Some(rx),
                 phase: ConnPhase::Pending,
                 ready,
-                kill: CancellationToken::new(),
+                kill: node_cancel.child_token(),
             },
         )
     }
@@ -420,7 +425,7 @@ impl Node {
         if !start {
             return None;
         }
-        let (id, tx, conn) = st.new_conn();
+        let (id, tx, conn) = st.new_conn(&self.inner.cancel);
         let ready = conn.ready.subscribe();
         st.conns.insert(node.to_owned(), conn);
         drop(st);
@@ -582,7 +587,7 @@ impl Node {
             let next = st.next_conn_id + 1;
             match st.conns.get_mut(&peer) {
                 None => {
-                    let (id, _, conn) = st.new_conn();
+                    let (id, _, conn) = st.new_conn(&inner.cancel);
                     st.conns.insert(peer.clone(), conn);
                     (AcceptStatus::Ok, id)
                 }
@@ -605,7 +610,7 @@ impl Node {
                     c.tx = tx;
                     c.rx = Some(rx);
                     c.phase = ConnPhase::Pending;
-                    c.kill = CancellationToken::new();
+                    c.kill = inner.cancel.child_token();
                     st.next_conn_id = next;
                     replaced = true;
                     (AcceptStatus::Ok, next)
