@@ -13,10 +13,14 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The mixed-cluster tests (rust_tests) start Elixir nodes with the compiled library.
+export MIX_ENV=test
+echo "==> mix compile (builds the NIF with cargo)"
+mix compile
+
 echo "==> cargo test --workspace"
 cargo test --workspace
 
 echo "==> mix test"
-export MIX_ENV=test
 mix format --check-formatted
 mix test
