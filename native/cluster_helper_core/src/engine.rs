@@ -272,6 +272,14 @@ impl SyncEngine {
         self.joined.keys().cloned().collect()
     }
 
+    /// Joined scopes with their generations, in order.
+    pub fn scope_generations(&self) -> Vec<(Scope, u64)> {
+        self.joined
+            .iter()
+            .map(|(s, j)| (s.clone(), j.generation))
+            .collect()
+    }
+
     /// Whether the local node is in `scope`.
     pub fn is_joined(&self, scope: &Scope) -> bool {
         self.joined.contains_key(scope)
@@ -655,28 +663,10 @@ impl SyncEngine {
         }
         match msg {
             Msg::NewRoles { scope, roles, node } => {
-                if !self.joined.contains_key(&scope) {
-                    return;
-                }
-                self.know(&scope, &node, out);
-                if let Some(p) = self.peer_scope_mut(&scope, &node) {
-                    p.epoch += 1;
-                }
-                for role in self.index.add(&scope, &node, roles) {
-                    out.push(role_added(&scope, &node, &role));
-                }
+                self.legacy_broadcast(scope, node, roles, Vec::new(), out)
             }
             Msg::RemoveRoles { scope, roles, node } => {
-                if !self.joined.contains_key(&scope) {
-                    return;
-                }
-                self.know(&scope, &node, out);
-                if let Some(p) = self.peer_scope_mut(&scope, &node) {
-                    p.epoch += 1;
-                }
-                for role in self.index.remove(&scope, &node, roles.iter()) {
-                    out.push(role_removed(&scope, &node, &role));
-                }
+                self.legacy_broadcast(scope, node, Vec::new(), roles, out)
             }
             Msg::Update {
                 scope,
@@ -780,6 +770,31 @@ impl SyncEngine {
                 p.dirty = false;
                 self.replace(&scope, &node, roles, out);
             }
+        }
+    }
+
+    /// A 0.5.1 broadcast: applied as it comes (it carries no generation), and
+    /// counted so an erpc pull that crossed it is not trusted.
+    fn legacy_broadcast(
+        &mut self,
+        scope: Scope,
+        node: NodeName,
+        added: Vec<Role>,
+        removed: Vec<Role>,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.joined.contains_key(&scope) {
+            return;
+        }
+        self.know(&scope, &node, out);
+        if let Some(p) = self.peer_scope_mut(&scope, &node) {
+            p.epoch += 1;
+        }
+        for role in self.index.add(&scope, &node, added) {
+            out.push(role_added(&scope, &node, &role));
+        }
+        for role in self.index.remove(&scope, &node, removed.iter()) {
+            out.push(role_removed(&scope, &node, &role));
         }
     }
 
@@ -993,11 +1008,7 @@ impl SyncEngine {
             }
         }
         // Our peers: one digest each, for all scopes together.
-        let digest: Vec<(Scope, u64)> = self
-            .joined
-            .iter()
-            .map(|(s, j)| (s.clone(), j.generation))
-            .collect();
+        let digest = self.scope_generations();
         for node in &self.connected {
             if self.peers.get(node).is_some_and(|p| p.ours) {
                 out.push(Action::Send {

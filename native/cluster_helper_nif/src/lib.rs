@@ -345,17 +345,9 @@ fn run<'a>(env: Env<'a>, res: &Res, input: Input) -> NifResult<Term<'a>> {
             .lock()
             .map_err(|_| Error::RaiseAtom("engine_poisoned"))?;
         let r = engine.handle(input);
-        let scopes: Vec<(Scope, u64)> = engine
-            .scopes()
-            .into_iter()
-            .map(|s| {
-                let g = engine.generation(&s);
-                (s, g)
-            })
-            .collect();
         *res.scopes
             .write()
-            .map_err(|_| Error::RaiseAtom("poisoned"))? = Arc::new(scopes);
+            .map_err(|_| Error::RaiseAtom("poisoned"))? = Arc::new(engine.scope_generations());
         r
     };
     let actions = match result {

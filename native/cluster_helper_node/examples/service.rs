@@ -16,12 +16,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cookie = args.next().unwrap_or_else(|| "demo".into());
 
     // 1. Become a visible Erlang node and join the cluster through one node.
-    let node = cnode::Node::builder("worker@127.0.0.1").cookie(cookie).start().await?;
+    let node = cnode::Node::builder("worker@127.0.0.1")
+        .cookie(cookie)
+        .start()
+        .await?;
     node.connect(&seed).await?;
 
     // 2. Take part in ClusterHelper, as an Elixir node would.
     let config = Config {
-        roles: vec![Role::atom("worker"), Role::tuple(&[Role::atom("region"), Role::binary("eu")])],
+        roles: vec![
+            Role::atom("worker"),
+            Role::tuple(&[Role::atom("region"), Role::binary("eu")]),
+        ],
         pull_interval: Duration::from_secs(7),
         ..Config::default()
     };
@@ -30,7 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Ask the cluster: reads come from the local index, no round trip.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("nodes with role web: {:?}", ch.get_nodes(&Role::atom("web")));
+    println!(
+        "nodes with role web: {:?}",
+        ch.get_nodes(&Role::atom("web"))
+    );
     for n in ch.all_nodes() {
         let roles: Vec<String> = ch.get_roles(&n).iter().map(|r| r.to_string()).collect();
         println!("{n}: {}", roles.join(", "));

@@ -470,15 +470,7 @@ impl Driver {
             }
             Err(cluster_helper_core::EngineError::NotJoined) => return Err(Error::NotJoined),
         };
-        let scopes = self
-            .engine
-            .scopes()
-            .into_iter()
-            .map(|s| {
-                let g = self.engine.generation(&s);
-                (s, g)
-            })
-            .collect();
+        let scopes = self.engine.scope_generations();
         *self
             .shared
             .scopes
