@@ -20,13 +20,15 @@ defmodule ClusterHelper.ErpcFailuresTest do
   # The fake answers as `behaviours` says from the start (other keys: normally).
   defp fake_peer(prefix, behaviours) do
     peer = Cluster.start_bare(prefix)
-    _ = :erpc.call(peer, Code, :compile_string, [ClusterHelper.Test.FakePeer.source()])
+    # before the modules exist, so that no pull can see the default answers
     for {key, how} <- behaviours, do: set(peer, key, how)
+    _ = :erpc.call(peer, Code, :compile_string, [ClusterHelper.Test.FakePeer.source()])
     :ok = :erpc.call(peer, FakePeer, :start, [:fk])
     peer
   end
 
-  defp set(peer, key, how), do: :ok = :erpc.call(peer, FakePeer, :set, [key, how])
+  defp set(peer, key, how),
+    do: :ok = :erpc.call(peer, :persistent_term, :put, [{FakePeer, key}, how])
 
   test "pull_timeout: a pull slower than it fails; raised, it succeeds" do
     App.restart(scopes: [:fk], pull_timeout: 300, pull_interval: 1_000)
