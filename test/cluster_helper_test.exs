@@ -179,6 +179,9 @@ defmodule ClusterHelperTest do
 
       roles = [
         :atom,
+        :ünïcödé,
+        :日本,
+        {:ü, [:é]},
         "string",
         ~c"charlist",
         42,

@@ -169,4 +169,46 @@ defmodule ClusterHelper.MultiNodeTest do
     wait_until(fn -> ClusterHelper.get_nodes(:from_peer) == [a] end)
     wait_until(fn -> ch(a, :get_nodes, [:from_test_node, ClusterHelper]) == [node()] end)
   end
+
+  test "roles of every term type cross the wire and land in the same slot" do
+    a = Cluster.start_node("ty_a", scope: :types, pull_interval: 300)
+    b = Cluster.start_node("ty_b", scope: :types, pull_interval: 300)
+    l = Cluster.start_legacy("ty_l", scope: :types, pull_interval: 300)
+
+    roles = [
+      :atom,
+      :ünïcödé,
+      "string",
+      ~c"charlist",
+      [1, 2, 3],
+      255,
+      256,
+      -1,
+      2 ** 64,
+      -(2 ** 70),
+      1.0,
+      -0.5,
+      {:t, [], %{}},
+      %{b: 2, a: [1.5]},
+      <<0, 255>>,
+      self(),
+      make_ref()
+    ]
+
+    :ok = ch(a, :add_roles, [roles])
+
+    for n <- [b, l], role <- roles do
+      wait_until(fn -> ch(n, :get_nodes, [role]) == [a] end)
+    end
+
+    # 1.0 is not 1; the map found whatever order it is built in
+    assert ch(b, :get_nodes, [1]) == []
+    assert ch(b, :get_nodes, [Map.new(a: [1.5], b: 2)]) == [a]
+    assert length(ch(b, :get_roles, [a])) == length(roles)
+    # and back from the 0.5.1 node, by its broadcast and our pull
+    :ok = ch(l, :add_roles, [[2.0, {:from, "legacy"}, [a: 1]]])
+
+    for role <- [2.0, {:from, "legacy"}, [a: 1]],
+        do: wait_until(fn -> ch(b, :get_nodes, [role]) == [l] end)
+  end
 end
