@@ -313,13 +313,106 @@ pub fn decode_body(body: &[u8]) -> Result<(Term, Option<Term>), FrameError> {
 /// optional payload.
 pub fn encode_frame(ctrl: &Term, payload: Option<&Term>) -> Result<Vec<u8>, eetf::EncodeError> {
     let mut buf = vec![0u8, 0, 0, 0, PASS_THROUGH];
-    ctrl.encode(&mut buf)?;
+    encode_term(ctrl, &mut buf)?;
     if let Some(p) = payload {
-        p.encode(&mut buf)?;
+        encode_term(p, &mut buf)?;
     }
     let len = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
+}
+
+/// Encodes `131` + `term`. Containers are written here; leaves by `eetf`.
+///
+/// `eetf` 0.11 writes a list of small integers as `STRING_EXT` even when
+/// some are negative (`[-1]` would arrive as `[255]`): lists are ours.
+pub fn encode_term(term: &Term, buf: &mut Vec<u8>) -> Result<(), eetf::EncodeError> {
+    buf.push(VERSION);
+    encode_inner(term, buf)
+}
+
+fn encode_inner(term: &Term, buf: &mut Vec<u8>) -> Result<(), eetf::EncodeError> {
+    match term {
+        Term::List(l) if l.elements.is_empty() => buf.push(106),
+        Term::List(l) => {
+            let bytes: Option<Vec<u8>> = l
+                .elements
+                .iter()
+                .map(|e| match e {
+                    Term::FixInteger(i) => u8::try_from(i.value).ok(),
+                    _ => None,
+                })
+                .collect();
+            match bytes {
+                Some(b) if b.len() <= usize::from(u16::MAX) => {
+                    buf.push(107);
+                    buf.extend_from_slice(&(b.len() as u16).to_be_bytes());
+                    buf.extend_from_slice(&b);
+                }
+                _ => {
+                    encode_list_header(l.elements.len(), buf)?;
+                    for e in &l.elements {
+                        encode_inner(e, buf)?;
+                    }
+                    buf.push(106);
+                }
+            }
+        }
+        Term::ImproperList(l) => {
+            encode_list_header(l.elements.len(), buf)?;
+            for e in &l.elements {
+                encode_inner(e, buf)?;
+            }
+            encode_inner(&l.last, buf)?;
+        }
+        Term::Tuple(t) => {
+            match u8::try_from(t.elements.len()) {
+                Ok(n) => buf.extend_from_slice(&[104, n]),
+                Err(_) => {
+                    buf.push(105);
+                    buf.extend_from_slice(
+                        &u32::try_from(t.elements.len())
+                            .map_err(|_| too_big())?
+                            .to_be_bytes(),
+                    );
+                }
+            }
+            for e in &t.elements {
+                encode_inner(e, buf)?;
+            }
+        }
+        Term::Map(m) => {
+            buf.push(116);
+            buf.extend_from_slice(
+                &u32::try_from(m.map.len())
+                    .map_err(|_| too_big())?
+                    .to_be_bytes(),
+            );
+            for (k, v) in &m.map {
+                encode_inner(k, buf)?;
+                encode_inner(v, buf)?;
+            }
+        }
+        leaf => {
+            let start = buf.len();
+            leaf.encode(&mut *buf)?;
+            buf.remove(start); // eetf's version byte
+        }
+    }
+    Ok(())
+}
+
+fn encode_list_header(n: usize, buf: &mut Vec<u8>) -> Result<(), eetf::EncodeError> {
+    buf.push(108);
+    buf.extend_from_slice(&u32::try_from(n).map_err(|_| too_big())?.to_be_bytes());
+    Ok(())
+}
+
+fn too_big() -> eetf::EncodeError {
+    eetf::EncodeError::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "term too large",
+    ))
 }
 
 /// A tick frame: a zero length.
@@ -342,6 +435,22 @@ mod tests {
         let (c, p) = decode_body(&f[4..]).unwrap();
         assert_eq!(c, ctrl);
         assert_eq!(p, Some(payload));
+    }
+
+    #[test]
+    fn negative_small_ints_in_lists_survive() {
+        let t = list(vec![int(-1), int(2), int(255), int(256)]);
+        let mut buf = Vec::new();
+        encode_term(&list(vec![int(-1)]), &mut buf).unwrap();
+        let (back, _) = decode_term_at(&buf, 0).unwrap();
+        assert_eq!(as_list(&back), Some(vec![int(-1)]));
+        let mut buf = Vec::new();
+        encode_term(&t, &mut buf).unwrap();
+        let (back, _) = decode_term_at(&buf, 0).unwrap();
+        assert_eq!(back, t);
+        let mut buf = Vec::new();
+        encode_term(&list(vec![int(104), int(105)]), &mut buf).unwrap();
+        assert_eq!(buf, vec![131, 107, 0, 2, 104, 105]);
     }
 
     #[test]

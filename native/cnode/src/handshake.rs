@@ -1,18 +1,20 @@
 //! Distribution handshake (protocol version 6) in both directions.
 //!
 //! Owns: the distribution flags we offer (with `MANDATORY_25_DIGEST` on its
-//! real bit, 26), the cookie check both ways (via `erl_dist::handshake` over
-//! `tokio_util::compat`), and the flags we require from a peer. Does not
-//! decide simultaneous-connect outcomes: the caller passes the status.
+//! real bit, 26), the handshake messages (`N`/`n` names, status, challenge,
+//! complement, reply, ack), the cookie check both ways and the flags we
+//! require from a peer. Every message is read into a buffer of at most
+//! 65535 bytes (its u16 length) and parsed with bounds checks.
+//!
+//! Written here rather than taken from erl_dist 0.8, whose "alive" status
+//! handling is broken both ways: a node that sees a second connection from
+//! a peer it is connected to must ask that peer (`alive` -> `true`/`false`)
+//! to resolve simultaneous connects and restarts as OTP does. The caller
+//! decides the status; this module only speaks it.
 
-use erl_dist::handshake::{
-    ClientSideHandshake, HandshakeError as ErlHsError, HandshakeStatus, ServerSideHandshake,
-};
-use erl_dist::node::{Creation, LocalNode, NodeName};
-use erl_dist::DistributionFlags;
 use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 /// Distribution flag bits (erts `dist.h`).
 pub mod flags {
@@ -77,8 +79,10 @@ pub enum HandshakeError {
     DynamicName { peer: String },
     #[error("simultaneous connect: peer {peer} continues its own attempt")]
     Nok { peer: String },
-    #[error("handshake with {peer} timed out")]
-    Timeout { peer: String },
+    #[error("peer {peer} refused the connection ({status})")]
+    Refused { peer: String, status: String },
+    #[error("connection attempt to {peer} no longer wanted")]
+    Declined { peer: String },
     #[error("handshake with {peer} failed: {reason}")]
     Failed { peer: String, reason: String },
 }
@@ -89,34 +93,6 @@ pub struct Peer {
     pub name: String,
     pub flags: u64,
     pub creation: u32,
-}
-
-fn local(name: &str, creation: u32, flags: u64) -> Result<LocalNode, String> {
-    let name: NodeName = name
-        .parse()
-        .map_err(|e: erl_dist::node::NodeNameError| e.to_string())?;
-    Ok(LocalNode {
-        name,
-        flags: DistributionFlags::from_bits_truncate(flags),
-        creation: Creation::new(creation),
-    })
-}
-
-fn map_err(peer: &str, e: ErlHsError) -> HandshakeError {
-    match e {
-        ErlHsError::CookieMismatch => HandshakeError::CookieMismatch { peer: peer.into() },
-        ErlHsError::OngoingHandshake => HandshakeError::Nok { peer: peer.into() },
-        ErlHsError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            HandshakeError::Failed {
-                peer: peer.into(),
-                reason: "connection closed by peer (wrong cookie or refused)".into(),
-            }
-        }
-        other => HandshakeError::Failed {
-            peer: peer.into(),
-            reason: other.to_string(),
-        },
-    }
 }
 
 fn check_flags(peer: &str, flags: u64) -> Result<(), HandshakeError> {
@@ -130,110 +106,341 @@ fn check_flags(peer: &str, flags: u64) -> Result<(), HandshakeError> {
     Ok(())
 }
 
-/// Connects as the initiating side over an already-open socket.
+/// A random challenge (std's SipHash keys come from the OS RNG).
+fn challenge() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+/// `md5(Cookie ++ integer_to_list(Challenge))`, as dist_util computes it.
+fn digest(cookie: &str, challenge: u32) -> [u8; 16] {
+    let mut ctx = md5::Context::new();
+    ctx.consume(cookie.as_bytes());
+    ctx.consume(challenge.to_string().as_bytes());
+    ctx.finalize().0
+}
+
+fn failed(peer: &str, reason: impl Into<String>) -> HandshakeError {
+    HandshakeError::Failed {
+        peer: peer.into(),
+        reason: reason.into(),
+    }
+}
+
+async fn send_msg(s: &mut TcpStream, peer: &str, body: &[u8]) -> Result<(), HandshakeError> {
+    let len = u16::try_from(body.len()).map_err(|_| failed(peer, "handshake message too long"))?;
+    let mut buf = Vec::with_capacity(body.len() + 2);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(body);
+    s.write_all(&buf)
+        .await
+        .map_err(|e| failed(peer, e.to_string()))
+}
+
+async fn recv_msg(s: &mut TcpStream, peer: &str) -> Result<Vec<u8>, HandshakeError> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            failed(peer, "connection closed by peer (wrong cookie or refused)")
+        } else {
+            failed(peer, e.to_string())
+        }
+    })?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut body)
+        .await
+        .map_err(|e| failed(peer, e.to_string()))?;
+    Ok(body)
+}
+
+/// Bounds-checked reader over one handshake message.
+struct Msg<'a> {
+    b: &'a [u8],
+    peer: &'a str,
+}
+
+impl<'a> Msg<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], HandshakeError> {
+        if self.b.len() < n {
+            return Err(failed(self.peer, "truncated handshake message"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, HandshakeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, HandshakeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, HandshakeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, HandshakeError> {
+        Ok((u64::from(self.u32()?) << 32) | u64::from(self.u32()?))
+    }
+    fn name(&mut self, n: usize) -> Result<String, HandshakeError> {
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| failed(self.peer, "node name is not UTF-8"))?;
+        if crate::node::split_name(s).is_none() {
+            return Err(failed(self.peer, format!("bad node name {s:?}")));
+        }
+        Ok(s.to_owned())
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.b)
+    }
+}
+
+/// Our name message (`N`, version 6).
+fn name_msg(our_name: &str, creation: u32, our_flags: u64) -> Vec<u8> {
+    let mut m = vec![b'N'];
+    m.extend_from_slice(&our_flags.to_be_bytes());
+    m.extend_from_slice(&creation.to_be_bytes());
+    m.extend_from_slice(&(our_name.len() as u16).to_be_bytes());
+    m.extend_from_slice(our_name.as_bytes());
+    m
+}
+
+/// Connects as the initiating side over an open socket. `still_wanted` is
+/// asked when the peer answers `alive` (it believes we are connected): true
+/// if this attempt still owns our side's slot (we restarted, or the old
+/// connection is dead), false if another connection replaced it.
 pub async fn connect(
-    stream: TcpStream,
+    mut s: TcpStream,
     our_name: &str,
     creation: u32,
     our_flags: u64,
     cookie: &str,
     peer_name: &str,
+    still_wanted: impl Fn() -> bool,
 ) -> Result<(TcpStream, Peer), HandshakeError> {
-    let local = local(our_name, creation, our_flags).map_err(|reason| HandshakeError::Failed {
-        peer: peer_name.into(),
-        reason,
-    })?;
-    let mut hs = ClientSideHandshake::new(stream.compat(), local, cookie);
-    let status = hs
-        .execute_send_name(6)
-        .await
-        .map_err(|e| map_err(peer_name, e))?;
-    if status == HandshakeStatus::Nok {
-        return Err(HandshakeError::Nok {
-            peer: peer_name.into(),
-        });
+    let peer = peer_name;
+    send_msg(&mut s, peer, &name_msg(our_name, creation, our_flags)).await?;
+    let status = recv_msg(&mut s, peer).await?;
+    let mut m = Msg { b: &status, peer };
+    if m.u8()? != b's' {
+        return Err(failed(peer, "expected a status message"));
     }
-    let (stream, peer) = hs
-        .execute_rest(true)
-        .await
-        .map_err(|e| map_err(peer_name, e))?;
-    let name = peer.name.to_string();
+    match m.rest() {
+        b"ok" | b"ok_simultaneous" => {}
+        b"nok" => return Err(HandshakeError::Nok { peer: peer.into() }),
+        b"alive" => {
+            let go = still_wanted();
+            send_msg(&mut s, peer, if go { b"strue" } else { b"sfalse" }).await?;
+            if !go {
+                return Err(HandshakeError::Declined { peer: peer.into() });
+            }
+        }
+        other => {
+            return Err(HandshakeError::Refused {
+                peer: peer.into(),
+                status: String::from_utf8_lossy(other).into_owned(),
+            })
+        }
+    }
+    // Challenge: N (version 6) or the old n (we sent N, so normally N).
+    let ch = recv_msg(&mut s, peer).await?;
+    let mut m = Msg { b: &ch, peer };
+    let (flags, their_challenge, their_creation, name) = match m.u8()? {
+        b'N' => {
+            let flags = m.u64()?;
+            let c = m.u32()?;
+            let cr = m.u32()?;
+            let n = usize::from(m.u16()?);
+            (flags, c, cr, m.name(n)?)
+        }
+        b'n' => {
+            let _version = m.u16()?;
+            let flags = u64::from(m.u32()?);
+            let c = m.u32()?;
+            let n = m.rest().len();
+            m = Msg {
+                b: &ch[ch.len() - n..],
+                peer,
+            };
+            (flags, c, 0, m.name(n)?)
+        }
+        t => return Err(failed(peer, format!("unexpected challenge tag {t}"))),
+    };
     if name != peer_name {
-        return Err(HandshakeError::Failed {
-            peer: peer_name.into(),
-            reason: format!("peer calls itself {name}"),
-        });
+        return Err(failed(peer, format!("peer calls itself {name}")));
     }
-    check_flags(&name, peer.flags.bits())?;
+    check_flags(peer, flags)?;
+    let ours = challenge();
+    let mut reply = vec![b'r'];
+    reply.extend_from_slice(&ours.to_be_bytes());
+    reply.extend_from_slice(&digest(cookie, their_challenge));
+    send_msg(&mut s, peer, &reply).await?;
+    let ack = recv_msg(&mut s, peer).await?;
+    let mut m = Msg { b: &ack, peer };
+    if m.u8()? != b'a' {
+        return Err(failed(peer, "expected challenge ack"));
+    }
+    if m.take(16)? != digest(cookie, ours) {
+        return Err(HandshakeError::CookieMismatch { peer: peer.into() });
+    }
     Ok((
-        stream.into_inner(),
+        s,
         Peer {
             name,
-            flags: peer.flags.bits(),
-            creation: peer.creation.map(|c| c.get()).unwrap_or(0),
+            flags,
+            creation: their_creation,
         },
     ))
 }
 
 /// First half of an accepted handshake: the peer's name is known.
 pub struct Accepting {
-    hs: ServerSideHandshake<Compat<TcpStream>>,
+    s: TcpStream,
     /// The name the peer announced.
     pub peer_name: String,
+    /// The flags it announced.
+    pub peer_flags: u64,
+    /// Its creation (0 until the complement for an old `n` name).
+    pub peer_creation: u32,
+    old_name: bool,
+    our_name: String,
+    creation: u32,
+    our_flags: u64,
+    cookie: String,
 }
 
-/// Reads the peer's name on an accepted socket.
+/// Reads the peer's name (`N` or old `n`) on an accepted socket.
 pub async fn accept_name(
-    stream: TcpStream,
+    mut s: TcpStream,
     our_name: &str,
     creation: u32,
     our_flags: u64,
     cookie: &str,
 ) -> Result<Accepting, HandshakeError> {
-    let local = local(our_name, creation, our_flags).map_err(|reason| HandshakeError::Failed {
-        peer: "?".into(),
-        reason,
-    })?;
-    let mut hs = ServerSideHandshake::new(stream.compat(), local, cookie);
-    match hs.execute_recv_name().await.map_err(|e| map_err("?", e))? {
-        Some(name) => Ok(Accepting {
-            hs,
-            peer_name: name.to_string(),
-        }),
-        None => Err(HandshakeError::DynamicName { peer: "?".into() }),
-    }
+    let msg = recv_msg(&mut s, "?").await?;
+    let mut m = Msg { b: &msg, peer: "?" };
+    let (flags, cr, name, old) = match m.u8()? {
+        b'N' => {
+            let flags = m.u64()?;
+            let cr = m.u32()?;
+            let n = usize::from(m.u16()?);
+            if flags & flags::NAME_ME != 0 {
+                return Err(HandshakeError::DynamicName { peer: "?".into() });
+            }
+            (flags, cr, m.name(n)?, false)
+        }
+        b'n' => {
+            let _version = m.u16()?;
+            let flags = u64::from(m.u32()?);
+            let n = m.rest().len();
+            let mut m2 = Msg {
+                b: &msg[msg.len() - n..],
+                peer: "?",
+            };
+            (flags, 0, m2.name(n)?, true)
+        }
+        t => return Err(failed("?", format!("unexpected name tag {t}"))),
+    };
+    check_flags(&name, flags)?;
+    Ok(Accepting {
+        s,
+        peer_name: name,
+        peer_flags: flags,
+        peer_creation: cr,
+        old_name: old,
+        our_name: our_name.into(),
+        creation,
+        our_flags,
+        cookie: cookie.into(),
+    })
 }
 
 /// How to answer a peer whose name we have read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptStatus {
+    /// Go on.
     Ok,
+    /// Go on; we dropped our own attempt to this peer.
     OkSimultaneous,
+    /// Stop: our own attempt to this peer continues.
     Nok,
+    /// We believe we are connected: the peer says whether to go on.
+    Alive,
 }
 
 impl Accepting {
-    /// Sends the status and, unless it is `Nok`, completes the handshake
+    /// Sends the status and, unless refused, completes the handshake
     /// (challenge, cookie check both ways).
     pub async fn finish(self, status: AcceptStatus) -> Result<(TcpStream, Peer), HandshakeError> {
-        let peer_name = self.peer_name;
-        let st = match status {
-            AcceptStatus::Ok => HandshakeStatus::Ok,
-            AcceptStatus::OkSimultaneous => HandshakeStatus::OkSimultaneous,
-            AcceptStatus::Nok => HandshakeStatus::Nok,
+        let Accepting {
+            mut s,
+            peer_name,
+            mut peer_flags,
+            mut peer_creation,
+            old_name,
+            our_name,
+            creation,
+            our_flags,
+            cookie,
+        } = self;
+        let peer = peer_name.as_str();
+        let st: &[u8] = match status {
+            AcceptStatus::Ok => b"sok",
+            AcceptStatus::OkSimultaneous => b"sok_simultaneous",
+            AcceptStatus::Nok => b"snok",
+            AcceptStatus::Alive => b"salive",
         };
-        let (stream, peer) = self
-            .hs
-            .execute_rest(st)
-            .await
-            .map_err(|e| map_err(&peer_name, e))?;
-        check_flags(&peer_name, peer.flags.bits())?;
+        send_msg(&mut s, peer, st).await?;
+        match status {
+            AcceptStatus::Nok => return Err(HandshakeError::Nok { peer: peer.into() }),
+            AcceptStatus::Alive => {
+                let answer = recv_msg(&mut s, peer).await?;
+                if answer.as_slice() != b"strue" {
+                    return Err(HandshakeError::Declined { peer: peer.into() });
+                }
+            }
+            _ => {}
+        }
+        let ours = challenge();
+        let mut ch = vec![b'N'];
+        ch.extend_from_slice(&our_flags.to_be_bytes());
+        ch.extend_from_slice(&ours.to_be_bytes());
+        ch.extend_from_slice(&creation.to_be_bytes());
+        ch.extend_from_slice(&(our_name.len() as u16).to_be_bytes());
+        ch.extend_from_slice(our_name.as_bytes());
+        send_msg(&mut s, peer, &ch).await?;
+        let mut msg = recv_msg(&mut s, peer).await?;
+        if old_name && msg.first() == Some(&b'c') {
+            // Complement of an old `n` name: high flag bits and creation.
+            let mut m = Msg { b: &msg[1..], peer };
+            peer_flags |= u64::from(m.u32()?) << 32;
+            peer_creation = m.u32()?;
+            msg = recv_msg(&mut s, peer).await?;
+        }
+        let mut m = Msg { b: &msg, peer };
+        if m.u8()? != b'r' {
+            return Err(failed(peer, "expected challenge reply"));
+        }
+        let their_challenge = m.u32()?;
+        if m.take(16)? != digest(&cookie, ours) {
+            return Err(HandshakeError::CookieMismatch { peer: peer.into() });
+        }
+        let mut ack = vec![b'a'];
+        ack.extend_from_slice(&digest(&cookie, their_challenge));
+        send_msg(&mut s, peer, &ack).await?;
         Ok((
-            stream.into_inner(),
+            s,
             Peer {
                 name: peer_name,
-                flags: peer.flags.bits(),
-                creation: peer.creation.map(|c| c.get()).unwrap_or(0),
+                flags: peer_flags,
+                creation: peer_creation,
             },
         ))
     }

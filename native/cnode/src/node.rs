@@ -266,6 +266,8 @@ pub(crate) struct Conn {
     /// Some(true) once up, Some(false) when the attempt failed.
     ready: watch::Sender<Option<bool>>,
     pub(crate) kill: CancellationToken,
+    /// Cancels our outgoing attempt when an incoming connection takes over.
+    attempt: CancellationToken,
 }
 
 impl State {
@@ -289,6 +291,7 @@ impl State {
                 phase: ConnPhase::Pending,
                 ready,
                 kill: node_cancel.child_token(),
+                attempt: CancellationToken::new(),
             },
         )
     }
@@ -427,12 +430,13 @@ impl Node {
         }
         let (id, tx, conn) = st.new_conn(&self.inner.cancel);
         let ready = conn.ready.subscribe();
+        let attempt = conn.attempt.clone();
         st.conns.insert(node.to_owned(), conn);
         drop(st);
         let me = self.clone();
         let peer = node.to_owned();
         let span = tracing::info_span!("connect", node = %self.inner.name, peer = %peer);
-        tokio::spawn(async move { me.outgoing(id, peer).await }.instrument(span));
+        tokio::spawn(async move { me.outgoing(id, peer, attempt).await }.instrument(span));
         Some((tx, ready))
     }
 
@@ -476,43 +480,70 @@ impl Node {
         }
     }
 
-    async fn outgoing(self, id: u64, peer: String) {
+    /// Does attempt `id` still own the (pending) slot for `peer`?
+    fn owns_slot(&self, peer: &str, id: u64) -> bool {
+        let st = self.inner.state();
+        matches!(st.conns.get(peer), Some(c) if c.id == id && matches!(c.phase, ConnPhase::Pending))
+    }
+
+    async fn outgoing(self, id: u64, peer: String, attempt: CancellationToken) {
+        use handshake::HandshakeError as H;
         let timeout = self.inner.cfg.handshake_timeout;
-        let res = tokio::time::timeout(timeout, async {
-            let (alive, host) = split_name(&peer).ok_or_else(|| "bad name".to_string())?;
-            let port = epmd::lookup(alive, host).await.map_err(|e| e.to_string())?;
+        let dial = async {
+            let (alive, host) = split_name(&peer).ok_or_else(|| H::Failed {
+                peer: peer.clone(),
+                reason: "bad name".into(),
+            })?;
+            let port = epmd::lookup(alive, host).await.map_err(|e| H::Failed {
+                peer: peer.clone(),
+                reason: e.to_string(),
+            })?;
             let stream = TcpStream::connect((host, port))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| H::Failed {
+                    peer: peer.clone(),
+                    reason: e.to_string(),
+                })?;
             let _ = stream.set_nodelay(true);
+            let inner = &self.inner;
             handshake::connect(
                 stream,
-                &self.inner.name,
-                self.inner.creation,
-                self.inner.flags,
-                &self.inner.cookie,
+                &inner.name,
+                inner.creation,
+                inner.flags,
+                &inner.cookie,
                 &peer,
+                || self.owns_slot(&peer, id),
             )
             .await
-            .map_err(|e| match e {
-                handshake::HandshakeError::Nok { .. } => "nok".to_string(),
-                other => other.to_string(),
-            })
-        })
-        .await
-        .unwrap_or_else(|_| Err("handshake timed out".into()));
+        };
+        let res = tokio::select! {
+            // An incoming connection from the peer took over (simultaneous connect).
+            _ = attempt.cancelled() => return tracing::debug!("outgoing attempt superseded"),
+            r = tokio::time::timeout(timeout, dial) => r,
+        };
         match res {
-            Ok((stream, p)) => self.established(id, stream, p).await,
-            Err(e) if e == "nok" => {
+            Ok(Ok((stream, p))) => self.established(id, stream, p).await,
+            Ok(Err(H::Nok { .. })) => {
                 // The peer wins the simultaneous connect and connects to us;
                 // keep the slot (and its queue) for that incoming connection.
                 tracing::debug!("simultaneous connect: waiting for the peer's connection");
                 tokio::time::sleep(timeout).await;
                 self.fail_slot(&peer, id, "simultaneous connect never completed");
             }
-            Err(e) => {
+            Ok(Err(H::Declined { .. })) => {
+                tracing::debug!(
+                    "peer has a connection with us already; this attempt is not needed"
+                );
+                self.fail_slot(&peer, id, "declined");
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "connection attempt to {peer} failed");
-                self.fail_slot(&peer, id, &e);
+                self.fail_slot(&peer, id, &e.to_string());
+            }
+            Err(_) => {
+                tracing::warn!("connection attempt to {peer} timed out");
+                self.fail_slot(&peer, id, "timeout");
             }
         }
     }
@@ -580,9 +611,9 @@ impl Node {
         if split_name(&peer).is_none() || peer == inner.name {
             return tracing::warn!(%peer, "refused incoming connection: bad peer name");
         }
-        // Simultaneous connect, as net_kernel: the greater name keeps its own attempt.
-        let mut replaced = false;
-        let (status, id) = {
+        // Simultaneous connect, as net_kernel: the greater name keeps its
+        // own attempt. Already connected: ask the peer (`alive`).
+        let (status, mut id) = {
             let mut st = inner.state();
             let next = st.next_conn_id + 1;
             match st.conns.get_mut(&peer) {
@@ -596,37 +627,19 @@ impl Node {
                         (AcceptStatus::Nok, 0)
                     } else {
                         c.id = next;
+                        c.attempt.cancel();
                         st.next_conn_id = next;
                         (AcceptStatus::OkSimultaneous, next)
                     }
                 }
-                Some(c) => {
-                    // We believe we are connected, the peer does not: the old
-                    // connection is dead (peer restarted). Replace it.
-                    tracing::info!(%peer, "peer reconnects while connected: dropping old connection");
-                    c.kill.cancel();
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    c.id = next;
-                    c.tx = tx;
-                    c.rx = Some(rx);
-                    c.phase = ConnPhase::Pending;
-                    c.kill = inner.cancel.child_token();
-                    st.next_conn_id = next;
-                    replaced = true;
-                    (AcceptStatus::Ok, next)
-                }
+                Some(_) => (AcceptStatus::Alive, 0),
             }
         };
-        if replaced {
-            // The old connection's own cleanup will find a newer id and do
-            // nothing; do it here, before the new connection can come up.
-            crate::process::node_down(&self, &peer);
-            self.emit(NodeEvent::Down {
-                node: peer.clone(),
-                reason: "replaced by a new connection".into(),
-            });
-        }
         let res = tokio::time::timeout(timeout, acc.finish(status)).await;
+        if status == AcceptStatus::Alive && matches!(res, Ok(Ok(_))) {
+            // The peer says our connection is stale (it restarted): replace it.
+            id = self.take_over(&peer);
+        }
         match res {
             Ok(Ok((stream, p))) if status != AcceptStatus::Nok => {
                 self.established(id, stream, p).await
@@ -634,6 +647,9 @@ impl Node {
             Ok(Ok(_)) => {}
             Ok(Err(handshake::HandshakeError::Nok { .. })) => {
                 tracing::debug!(%peer, "simultaneous connect: kept our own attempt")
+            }
+            Ok(Err(handshake::HandshakeError::Declined { .. })) => {
+                tracing::debug!(%peer, "peer kept its existing connection")
             }
             Ok(Err(handshake::HandshakeError::CookieMismatch { .. })) => {
                 tracing::warn!(%peer, "refused connection from {peer}: wrong cookie");
@@ -650,6 +666,35 @@ impl Node {
         }
     }
 
+    /// Makes a fresh slot for `peer`, replacing what is there (a stale live
+    /// connection gets its nodedown now, before the new one comes up).
+    fn take_over(&self, peer: &str) -> u64 {
+        let mut replaced = false;
+        let id = {
+            let mut st = self.inner.state();
+            let (id, _, mut fresh) = st.new_conn(&self.inner.cancel);
+            if let Some(old) = st.conns.remove(peer) {
+                replaced = matches!(old.phase, ConnPhase::Up { .. });
+                old.kill.cancel();
+                old.attempt.cancel();
+                // Whoever waits in `connect` keeps waiting on the new slot.
+                fresh.ready = old.ready;
+                fresh.ready.send_replace(None);
+            }
+            st.conns.insert(peer.to_owned(), fresh);
+            id
+        };
+        if replaced {
+            tracing::info!(%peer, "peer reconnected while we thought it connected: old connection dropped");
+            crate::process::node_down(self, peer);
+            self.emit(NodeEvent::Down {
+                node: peer.to_owned(),
+                reason: "replaced by a new connection".into(),
+            });
+        }
+        id
+    }
+
     /// A handshake completed: claim the slot and run the connection.
     async fn established(&self, id: u64, stream: TcpStream, peer: handshake::Peer) {
         let hidden = peer.flags & flags::PUBLISHED == 0;
@@ -659,6 +704,12 @@ impl Node {
                 Some(c) if c.id == id => {
                     c.phase = ConnPhase::Up { hidden };
                     let _ = c.ready.send(Some(true));
+                    // Under the table lock: whoever sees the node in nodes()
+                    // subscribed before this event, or never gets it.
+                    self.emit(NodeEvent::Up {
+                        node: peer.name.clone(),
+                        hidden,
+                    });
                     c.rx.take().map(|rx| (rx, c.kill.clone()))
                 }
                 _ => None,
@@ -669,10 +720,6 @@ impl Node {
             return;
         };
         tracing::info!(peer = %peer.name, hidden, "connection up");
-        self.emit(NodeEvent::Up {
-            node: peer.name.clone(),
-            hidden,
-        });
         if self.inner.cfg.mesh && !hidden {
             crate::erpc::spawn_mesh(self, &peer.name);
         }
@@ -687,18 +734,17 @@ impl Node {
             let ours = matches!(st.conns.get(peer), Some(c) if c.id == id);
             if ours {
                 st.conns.remove(peer);
+                self.emit(NodeEvent::Down {
+                    node: peer.to_owned(),
+                    reason: reason.to_owned(),
+                });
             }
             ours
         };
         tracing::info!(%peer, reason, "connection down");
-        if !ours {
-            return; // superseded: whoever replaced it has cleaned up
-        }
-        crate::process::node_down(self, peer);
-        self.emit(NodeEvent::Down {
-            node: peer.to_owned(),
-            reason: reason.to_owned(),
-        });
+        if ours {
+            crate::process::node_down(self, peer);
+        } // else superseded: whoever replaced it has cleaned up
     }
 
     /// Shuts the node down: closes every connection, unregisters from EPMD,
