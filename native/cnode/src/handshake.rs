@@ -449,6 +449,78 @@ impl Accepting {
 #[cfg(test)]
 mod tests {
     use super::flags::*;
+    use super::*;
+
+    /// An old-style `n` name (version 5, 32-bit flags) followed by the
+    /// complement, as an OTP 23/24 node may send it, is accepted.
+    #[tokio::test]
+    async fn accepts_old_n_name_with_complement() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let acc = accept_name(s, "srv@127.0.0.1", 5, offered(true), "C")
+                .await
+                .unwrap();
+            assert_eq!(acc.peer_name, "old@127.0.0.1");
+            acc.finish(AcceptStatus::Ok).await.map(|(_, p)| p)
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let fl = offered(true);
+        let mut name = vec![b'n'];
+        name.extend_from_slice(&5u16.to_be_bytes());
+        name.extend_from_slice(&(fl as u32).to_be_bytes());
+        name.extend_from_slice(b"old@127.0.0.1");
+        send_msg(&mut c, "t", &name).await.unwrap();
+        assert_eq!(recv_msg(&mut c, "t").await.unwrap(), b"sok");
+        let ch = recv_msg(&mut c, "t").await.unwrap();
+        assert_eq!(ch[0], b'N');
+        let srv_challenge = u32::from_be_bytes([ch[9], ch[10], ch[11], ch[12]]);
+        let mut comp = vec![b'c'];
+        comp.extend_from_slice(&((fl >> 32) as u32).to_be_bytes());
+        comp.extend_from_slice(&77u32.to_be_bytes());
+        send_msg(&mut c, "t", &comp).await.unwrap();
+        let mut reply = vec![b'r'];
+        reply.extend_from_slice(&42u32.to_be_bytes());
+        reply.extend_from_slice(&digest("C", srv_challenge));
+        send_msg(&mut c, "t", &reply).await.unwrap();
+        let ack = recv_msg(&mut c, "t").await.unwrap();
+        assert_eq!(ack[0], b'a');
+        assert_eq!(&ack[1..], &digest("C", 42));
+        let peer = server.await.unwrap().unwrap();
+        assert_eq!(peer.creation, 77);
+        assert_eq!(peer.flags, fl);
+    }
+
+    /// A wrong cookie fails on the accepting side with CookieMismatch.
+    #[tokio::test]
+    async fn wrong_cookie_is_refused() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let acc = accept_name(s, "srv@127.0.0.1", 5, offered(true), "right")
+                .await
+                .unwrap();
+            acc.finish(AcceptStatus::Ok).await.map(|(_, p)| p)
+        });
+        let c = TcpStream::connect(addr).await.unwrap();
+        let r = connect(
+            c,
+            "cli@127.0.0.1",
+            9,
+            offered(true),
+            "wrong",
+            "srv@127.0.0.1",
+            || true,
+        )
+        .await;
+        assert!(r.is_err());
+        assert!(matches!(
+            server.await.unwrap(),
+            Err(HandshakeError::CookieMismatch { .. })
+        ));
+    }
 
     #[test]
     fn mandatory_25_digest_is_bit_26() {
