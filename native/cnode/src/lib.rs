@@ -29,7 +29,7 @@
 //!
 //! | what | how |
 //! |---|---|
-//! | start / stop | [`Node::builder`]`(name)` -> [`NodeBuilder`] (`cookie`, `listen_ip`, `port`, `tick_time`, `hidden`, `max_frame`, `mesh`) -> `.start().await`; [`Node::shutdown`] |
+//! | start / stop | [`Node::builder`]`(name)` -> [`NodeBuilder`] (`cookie`, `listen_ip`, `port`, `tick_time`, `hidden`, `max_frame`, `mesh`, `handshake_timeout`, `max_links_per_process`) -> `.start().await`; [`Node::shutdown`] |
 //! | peers | [`Node::connect`], [`Node::disconnect`], [`Node::nodes`], [`Node::hidden_nodes`], [`Node::events`] ([`NodeEvent::Up`] / [`NodeEvent::Down`]) |
 //! | processes | [`Node::mailbox`] -> [`Mailbox`]: `pid`, `register`, `send` (to a [`Dest`]: pid, local name, `(name, node)`), `recv`, `recv_timeout`, `recv_match` (selective receive), `monitor`/`demonitor`, `link`/`unlink`, `exit`, `alias`, `close`; [`Node::make_ref`], [`Node::whereis`] |
 //! | erpc server | [`Node::register_rpc`] (async handler) / [`Node::register_rpc_sync`]: `Fn(Vec<Term>) -> RpcResult` ([`RpcResult::Ok`], `Throw`, `Error`, `Exit`). Elixir modules are atoms with the `Elixir.` prefix (`"Elixir.ClusterHelper"`). One handler is built in: `erlang:nodes/0` (mesh between Rust nodes needs it); anything else unregistered is `undef` |

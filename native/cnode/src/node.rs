@@ -113,6 +113,16 @@ impl NodeBuilder {
         self.cfg.max_frame = bytes;
         self
     }
+    /// Time allowed for EPMD lookup + TCP connect + handshake (default 7 s).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.cfg.handshake_timeout = t;
+        self
+    }
+    /// Links plus monitors peers may set on one local process (default 100 000).
+    pub fn max_links_per_process(mut self, n: usize) -> Self {
+        self.cfg.max_links_per_process = n;
+        self
+    }
     /// Connect to the peers of each new peer (default true).
     pub fn mesh(mut self, mesh: bool) -> Self {
         self.cfg.mesh = mesh;
