@@ -34,7 +34,7 @@
 //! | processes | [`Node::mailbox`] -> [`Mailbox`]: `pid`, `register`, `send` (to a [`Dest`]: pid, local name, `(name, node)`), `recv`, `recv_timeout`, `recv_match` (selective receive), `monitor`/`demonitor`, `link`/`unlink`, `exit`, `alias`, `close`; [`Node::make_ref`], [`Node::whereis`] |
 //! | erpc server | [`Node::register_rpc`] (async handler) / [`Node::register_rpc_sync`]: `Fn(Vec<Term>) -> RpcResult` ([`RpcResult::Ok`], `Throw`, `Error`, `Exit`). Elixir modules are atoms with the `Elixir.` prefix (`"Elixir.ClusterHelper"`). One handler is built in: `erlang:nodes/0` (mesh between Rust nodes needs it); anything else unregistered is `undef` |
 //! | erpc client | [`Node::erpc_call`]`(node, m, f, args, timeout) -> Result<Term, `[`ErpcError`]`>` |
-//! | gen_server | [`Node::serve_gen_server`]`(name, handler)`, the handler an async `Fn(`[`GenRequest`]`) -> Option<Term>` (`Some(reply)` for calls); [`Node::gen_call`], [`Node::gen_cast`] |
+//! | gen_server | [`Node::serve_gen_server`]`(name, handler)`, the handler an async `Fn(`[`GenRequest`]`) -> Option<Term>` (`Some(reply)` for calls; requests are handled one at a time, in order); [`Node::gen_call`], [`Node::gen_cast`]; [`gen_server::gen_reply`] / [`gen_server::parse_gen_msg`] for a hand-written loop |
 //! | `:pg` | [`Node::pg_scope`] -> [`PgScope`]: `join`, `leave`, `get_members`, `get_local_members`, `get_members_by_node`, `which_groups`, `events` ([`PgEvent`]), `stop` |
 //! | terms | [`term`] helpers (`atom`, `tuple`, `list`, `int`, `bin`, `as_*`, `tagged`); `eetf` is re-exported |
 //!
@@ -55,6 +55,19 @@
 //! has it on bit 36, which OTP 27 rejects), `DIST_MONITOR`,
 //! `DIST_MONITOR_NAME`, `SPAWN`, `ALIAS` and, unless hidden, `PUBLISHED`.
 //! Never the atom cache or fragments. Tested against OTP 25 and OTP 27.
+//!
+//! ## Connections
+//! One connection per peer. Simultaneous connects resolve as in OTP's
+//! net_kernel: the node with the greater name keeps its own attempt (`nok`
+//! to the other), the smaller accepts with `ok_simultaneous` and cancels its
+//! own; a node that believes it is already connected answers `alive` and the
+//! initiator says whether its attempt is still wanted (it is when it
+//! restarted). The handshake is implemented in [`handshake`] (erl_dist 0.8
+//! gets `alive` wrong both ways); erl_dist is used for EPMD. Ticks go out
+//! every quarter of the tick time when nothing else was sent; a peer silent
+//! for the tick time is dropped. Published peers trigger mesh: we ask them
+//! `erlang:nodes()` and connect to the rest (global's `resolved`/`new_nodes`
+//! lead there too).
 //!
 //! ## What the node answers of `:global`
 //! The passive side of global's connect protocol (version 8): `init_connect`,
