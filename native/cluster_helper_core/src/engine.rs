@@ -166,6 +166,9 @@ pub enum EngineError {
 #[derive(Debug, Clone)]
 struct InFlight {
     token: u64,
+    /// Sent as a `ch_pull` message, which nobody answers if lost; an erpc
+    /// pull is always answered by the driver (`:error` on timeout).
+    by_message: bool,
     started_tick: u64,
     /// The peer's broadcast count when the pull started.
     epoch: u64,
@@ -209,7 +212,7 @@ struct Membership {
     ours: bool,
 }
 
-/// Ticks after which an unanswered pull is forgotten and retried.
+/// Ticks after which an unanswered `ch_pull` message is forgotten and retried.
 const PULL_EXPIRY_TICKS: u64 = 3;
 
 /// The sync engine of one node. See the module docs.
@@ -511,6 +514,14 @@ impl SyncEngine {
             return;
         }
         self.connected.insert(node.clone());
+        // A (re)started driver lost whatever pulls of this node were in flight.
+        for j in self.joined.values_mut() {
+            if let Some(p) = j.sync.get_mut(&node) {
+                if p.pull.take().is_some() {
+                    p.dirty = true;
+                }
+            }
+        }
         out.push(Action::AskScopes(node));
     }
 
@@ -550,6 +561,7 @@ impl SyncEngine {
         }
         let m = self.members.entry(scope.clone()).or_default();
         let entry = m.entry(node.clone()).or_default();
+        let was_member = entry.all_nodes;
         match group {
             Group::AllNodes => entry.all_nodes = present,
             Group::Ours => entry.ours = present,
@@ -570,6 +582,30 @@ impl SyncEngine {
             if needs {
                 self.start_pull(&scope, &node, out);
             }
+            // An update we made before we saw it join never reached it, and its
+            // pull of us may have been answered before that update: push our
+            // state once, in order with the updates that follow.
+            if !was_member && now.ours {
+                let snapshot = self.snapshot(&scope);
+                out.push(Action::Send {
+                    node: node.clone(),
+                    scope: scope.clone(),
+                    via: Via::Server,
+                    msg: snapshot,
+                });
+            }
+        }
+    }
+
+    /// Our state in `scope`, as a snapshot message.
+    fn snapshot(&self, scope: &Scope) -> Msg {
+        Msg::Snapshot {
+            scope: scope.clone(),
+            node: self.me.clone(),
+            incarnation: self.incarnation,
+            joined: self.joined.contains_key(scope),
+            generation: self.generation(scope),
+            roles: self.my_roles(scope),
         }
     }
 
@@ -632,6 +668,7 @@ impl SyncEngine {
         }
         p.pull = Some(InFlight {
             token,
+            by_message: ours,
             started_tick: tick,
             epoch: p.epoch,
         });
@@ -727,19 +764,12 @@ impl SyncEngine {
                 }
             }
             Msg::Pull { scope, node } => {
-                let joined = self.joined.contains_key(&scope);
+                let snapshot = self.snapshot(&scope);
                 out.push(Action::Send {
-                    node: node.clone(),
-                    scope: scope.clone(),
+                    node,
+                    scope,
                     via: Via::Server,
-                    msg: Msg::Snapshot {
-                        scope: scope.clone(),
-                        node: self.me.clone(),
-                        incarnation: self.incarnation,
-                        joined,
-                        generation: self.generation(&scope),
-                        roles: self.my_roles(&scope),
-                    },
+                    msg: snapshot,
                 });
             }
             Msg::Snapshot {
@@ -978,7 +1008,7 @@ impl SyncEngine {
                 for (node, p) in j.sync.iter_mut() {
                     if p.pull
                         .as_ref()
-                        .is_some_and(|f| f.started_tick + PULL_EXPIRY_TICKS <= tick)
+                        .is_some_and(|f| f.by_message && f.started_tick + PULL_EXPIRY_TICKS <= tick)
                     {
                         p.pull = None;
                         p.dirty = true;
@@ -1121,5 +1151,101 @@ mod tests {
             scope: s,
             node: n("b@h")
         })));
+    }
+
+    /// A peer of ours seen joining the scope gets our state pushed at once.
+    #[test]
+    fn a_new_ours_member_gets_our_snapshot() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::AddRoles {
+            scope: s.clone(),
+            roles: vec![Role::atom("x")],
+        })
+        .unwrap();
+        a.handle(Input::Member {
+            scope: s.clone(),
+            group: Group::Ours,
+            node: n("b@h"),
+            present: true,
+        })
+        .unwrap();
+        let acts = a
+            .handle(Input::Member {
+                scope: s.clone(),
+                group: Group::AllNodes,
+                node: n("b@h"),
+                present: true,
+            })
+            .unwrap();
+        let pushed = acts.iter().any(|x| {
+            matches!(x, Action::Send { msg: Msg::Snapshot { roles, generation: 1, joined: true, .. }, .. } if *roles == vec![Role::atom("x")])
+        });
+        assert!(pushed, "{acts:?}");
+    }
+
+    /// An erpc pull waits for its answer however many ticks pass; a node-up
+    /// (a restarted driver) forgets it so the next tick pulls again.
+    #[test]
+    fn erpc_pulls_do_not_expire_but_node_up_resets_them() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::JoinScope(s.clone())).unwrap();
+        a.handle(Input::NodeUp(n("b@h"))).unwrap();
+        let acts = a
+            .handle(Input::Scopes {
+                node: n("b@h"),
+                result: Some(vec![s.clone()]),
+            })
+            .unwrap();
+        let token = acts
+            .iter()
+            .find_map(|x| match x {
+                Action::Pull { token, .. } => Some(*token),
+                _ => None,
+            })
+            .expect("a pull");
+        for _ in 0..10 {
+            let acts = a
+                .handle(Input::Tick {
+                    connected: vec![n("b@h")],
+                })
+                .unwrap();
+            assert!(
+                !acts.iter().any(|x| matches!(x, Action::Pull { .. })),
+                "{acts:?}"
+            );
+        }
+        // The slow answer is still taken.
+        let acts = a
+            .handle(Input::PullResult {
+                node: n("b@h"),
+                scope: s.clone(),
+                token,
+                result: Some((2, vec![Role::atom("y")], 2)),
+            })
+            .unwrap();
+        assert!(
+            acts.iter()
+                .any(|x| matches!(x, Action::Event(Event::RoleAdded { .. }))),
+            "{acts:?}"
+        );
+        // A new pull, then a node-up: the tick after pulls again.
+        a.handle(Input::Generation {
+            node: n("b@h"),
+            scope: s.clone(),
+            result: Some(3),
+        })
+        .unwrap();
+        a.handle(Input::NodeUp(n("b@h"))).unwrap();
+        let acts = a
+            .handle(Input::Tick {
+                connected: vec![n("b@h")],
+            })
+            .unwrap();
+        assert!(
+            acts.iter().any(|x| matches!(x, Action::Pull { .. })),
+            "{acts:?}"
+        );
     }
 }

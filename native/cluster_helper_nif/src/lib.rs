@@ -67,12 +67,50 @@ impl rustler::Resource for State {}
 
 type Res = ResourceArc<State>;
 
-/// The name of an atom term; badarg for anything else.
-fn to_name(term: Term) -> NifResult<NodeName> {
+/// The text of an atom term; badarg for anything else.
+///
+/// NIF 2.16's atom API is Latin-1 only: an atom with a character past 255
+/// (`:"日本"`) is read from its external form instead.
+fn atom_text(term: Term) -> NifResult<String> {
     if !term.is_atom() {
         return Err(Error::BadArg);
     }
-    Ok(NodeName::from(term.atom_to_string()?))
+    if let Ok(s) = term.atom_to_string() {
+        return Ok(s);
+    }
+    let bin = term.to_binary();
+    match bin.as_slice() {
+        [131, 119, n, rest @ ..] if rest.len() == *n as usize => {
+            String::from_utf8(rest.to_vec()).map_err(|_| Error::BadArg)
+        }
+        [131, 118, _, _, rest @ ..] => String::from_utf8(rest.to_vec()).map_err(|_| Error::BadArg),
+        _ => Err(Error::BadArg),
+    }
+}
+
+/// The name of an atom term (node or scope); badarg for anything else.
+fn to_name(term: Term) -> NifResult<NodeName> {
+    atom_text(term).map(NodeName::from)
+}
+
+/// The atom `text`, whatever its characters (see [`atom_text`]).
+fn make_atom(env: Env, text: &str) -> NifResult<Atom> {
+    if let Ok(a) = Atom::from_str(env, text) {
+        return Ok(a);
+    }
+    let mut etf = vec![canon::VERSION];
+    canon::write_atom(&mut etf, text);
+    Atom::from_term(trusted_term(env, &etf)?)
+}
+
+/// Decodes external-term bytes this crate made (canonical, so valid): atoms
+/// they name are created if needed, which the safe decoder would refuse.
+fn trusted_term<'a>(env: Env<'a>, etf: &[u8]) -> NifResult<Term<'a>> {
+    // SAFETY: the bytes come from the core's encoder or canonicaliser, which
+    // only ever produce complete, valid external terms.
+    unsafe { env.binary_to_term_trusted(etf) }
+        .map(|(t, _)| t)
+        .ok_or(Error::RaiseAtom("undecodable_term"))
 }
 
 impl State {
@@ -85,7 +123,7 @@ impl State {
         {
             return Ok(*a);
         }
-        Atom::from_str(env, name.as_str())
+        make_atom(env, name.as_str())
     }
 
     /// Remembers the atoms of names seen by the writer, for readers.
@@ -103,7 +141,7 @@ impl State {
         }
         if let Ok(mut m) = self.atoms.write() {
             for n in missing {
-                if let Ok(a) = Atom::from_str(env, n.as_str()) {
+                if let Ok(a) = make_atom(env, n.as_str()) {
                     m.insert(n.clone(), a);
                 }
             }
@@ -117,7 +155,7 @@ fn role_etf(term: Term, buf: &mut Vec<u8>) -> NifResult<()> {
     buf.clear();
     buf.push(canon::VERSION);
     if term.is_atom() {
-        let s = term.atom_to_string()?;
+        let s = atom_text(term)?;
         canon::write_atom(buf, &s);
         return Ok(());
     }
@@ -149,14 +187,12 @@ fn role_to_term<'a>(env: Env<'a>, role: &Role) -> NifResult<Term<'a>> {
     // Atoms are the common role: make them without the external-term decoder.
     if let [_, 119, n, rest @ ..] = etf {
         if rest.len() == *n as usize {
-            return Ok(Atom::from_bytes(env, rest)
-                .or_else(|_| Atom::from_utf8_bytes(env, rest))?
-                .encode(env));
+            if let Ok(a) = Atom::from_utf8_bytes(env, rest) {
+                return Ok(a.encode(env));
+            }
         }
     }
-    env.binary_to_term(etf)
-        .map(|(t, _)| t)
-        .ok_or(Error::RaiseAtom("undecodable_role"))
+    trusted_term(env, etf)
 }
 
 fn roles_to_list<'a, 'r>(
@@ -387,10 +423,7 @@ fn action_to_term<'a>(env: Env<'a>, res: &Res, a: &Action) -> NifResult<Term<'a>
             via,
             msg,
         } => {
-            let bytes = msg.encode();
-            let (m, _) = env
-                .binary_to_term(&bytes)
-                .ok_or(Error::RaiseAtom("unencodable_message"))?;
+            let m = trusted_term(env, &msg.encode())?;
             let via = match via {
                 Via::AllNodesMembers => atoms::legacy(),
                 Via::Server => atoms::ours(),
