@@ -124,7 +124,10 @@ pub enum Action {
     AskScopes(NodeName),
     /// erpc `__get_generation__(scope)` on `node`, answer with [`Input::Generation`].
     AskGeneration { node: NodeName, scope: Scope },
-    /// erpc generation, `get_my_roles(scope)`, generation on `node`; answer with [`Input::PullResult`].
+    /// erpc generation, `get_my_roles(scope)`, generation on `node`; answer with
+    /// [`Input::PullResult`]. The driver must always answer (`None` on any
+    /// failure or timeout): the engine starts no other pull of that node and
+    /// scope until it does, or until the node comes up again.
     Pull {
         node: NodeName,
         scope: Scope,
@@ -593,6 +596,22 @@ impl SyncEngine {
                     via: Via::Server,
                     msg: snapshot,
                 });
+            } else if !was_member && now.all_nodes {
+                // A 0.5.1 node reads roles before the generation when it pulls, so
+                // a change of ours between the two reads leaves it stale until our
+                // next change. Its own message says the same thing idempotently.
+                let roles = self.my_roles(&scope);
+                if !roles.is_empty() {
+                    out.push(legacy_send(
+                        &node,
+                        &scope,
+                        Msg::NewRoles {
+                            scope: scope.clone(),
+                            roles,
+                            node: self.me.clone(),
+                        },
+                    ));
+                }
             }
         }
     }
@@ -1246,6 +1265,40 @@ mod tests {
         assert!(
             acts.iter().any(|x| matches!(x, Action::Pull { .. })),
             "{acts:?}"
+        );
+    }
+
+    /// A 0.5.1 node seen joining the scope gets our roles in its own shape.
+    #[test]
+    fn a_new_legacy_member_gets_our_roles_as_new_roles() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::AddRoles {
+            scope: s.clone(),
+            roles: vec![Role::atom("x")],
+        })
+        .unwrap();
+        let acts = a
+            .handle(Input::Member {
+                scope: s.clone(),
+                group: Group::AllNodes,
+                node: n("l@h"),
+                present: true,
+            })
+            .unwrap();
+        let pushed = acts.iter().any(|x| {
+            matches!(x, Action::Send { via: Via::AllNodesMembers, msg: Msg::NewRoles { roles, .. }, .. } if *roles == vec![Role::atom("x")])
+        });
+        assert!(pushed, "{acts:?}");
+        assert!(
+            !acts.iter().any(|x| matches!(
+                x,
+                Action::Send {
+                    via: Via::Server,
+                    ..
+                }
+            )),
+            "nothing of ours to a 0.5.1 node: {acts:?}"
         );
     }
 }

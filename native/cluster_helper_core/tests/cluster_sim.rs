@@ -33,6 +33,9 @@ impl Rng {
 enum Packet {
     /// An input for `to`, from the network.
     Deliver { to: usize, input: Input },
+    /// An erpc reply for `to`. erpc always answers: when the network loses
+    /// the reply, the caller sees the call fail (a timeout), never silence.
+    Reply { to: usize, input: Input },
     /// erpc requests: answered from the callee's state when delivered.
     AskScopes { from: usize, to: usize },
     AskGeneration {
@@ -60,7 +63,7 @@ enum Packet {
 impl Packet {
     fn ends(&self) -> (Option<usize>, usize) {
         match self {
-            Packet::Deliver { to, .. } => (None, *to),
+            Packet::Deliver { to, .. } | Packet::Reply { to, .. } => (None, *to),
             Packet::AskScopes { from, to }
             | Packet::AskGeneration { from, to, .. }
             | Packet::Pull1 { from, to, .. }
@@ -71,6 +74,7 @@ impl Packet {
     fn failure(&self, nodes: &[SimNode]) -> Option<(usize, Input)> {
         match self {
             Packet::Deliver { .. } => None,
+            Packet::Reply { to, input } => Some((*to, failed(input))),
             Packet::AskScopes { from, to } => Some((
                 *from,
                 Input::Scopes {
@@ -108,6 +112,30 @@ impl Packet {
                 },
             )),
         }
+    }
+}
+
+/// The failed form of an erpc reply.
+fn failed(input: &Input) -> Input {
+    match input {
+        Input::Scopes { node, .. } => Input::Scopes {
+            node: node.clone(),
+            result: None,
+        },
+        Input::Generation { node, scope, .. } => Input::Generation {
+            node: node.clone(),
+            scope: scope.clone(),
+            result: None,
+        },
+        Input::PullResult {
+            node, scope, token, ..
+        } => Input::PullResult {
+            node: node.clone(),
+            scope: scope.clone(),
+            token: *token,
+            result: None,
+        },
+        other => other.clone(),
     }
 }
 
@@ -276,7 +304,7 @@ impl Sim {
             }
         }
         match p {
-            Packet::Deliver { to, input } => self.input(to, input),
+            Packet::Deliver { to, input } | Packet::Reply { to, input } => self.input(to, input),
             Packet::AskScopes { from, to } => {
                 let result = Some(self.nodes[to].engine.scopes());
                 let node = self.nodes[to].name.clone();
@@ -338,7 +366,7 @@ impl Sim {
 
     /// An erpc reply travels back as a network input of the caller.
     fn reply(&mut self, caller: usize, _callee: usize, input: Input) {
-        self.send(Packet::Deliver { to: caller, input });
+        self.send(Packet::Reply { to: caller, input });
     }
 
     fn deliver_pg(&mut self, key: (usize, usize)) {
@@ -503,9 +531,15 @@ impl Sim {
             self.net.push(dup);
         } else if pick < 65 && !self.net.is_empty() {
             let k = self.rng.below(self.net.len());
-            let (p, lf, _) = self.net.remove(k);
+            let (p, lf, lt) = self.net.remove(k);
+            // The caller's life: the sender of a request, the receiver of a reply.
+            let life = if matches!(p, Packet::Reply { .. }) {
+                lt
+            } else {
+                lf
+            };
             if let Some((caller, input)) = p.failure(&self.nodes) {
-                if self.nodes[caller].life == lf && self.nodes[caller].alive {
+                if self.nodes[caller].life == life && self.nodes[caller].alive {
                     self.input(caller, input);
                 }
             }
@@ -753,4 +787,11 @@ fn a_pull_that_finds_the_same_roles_fires_nothing() {
         "ticks with nothing changed fire no event"
     );
     sim.check().unwrap();
+}
+
+/// Found by the property: an erpc reply lost by the network must reach the
+/// caller as a failure (erpc times out), or the pull waits forever.
+#[test]
+fn regression_seed_2715615274492667714() {
+    run(2715615274492667714, 5, 156).unwrap();
 }
