@@ -24,3 +24,6 @@ cargo test --workspace
 echo "==> mix test"
 mix format --check-formatted
 mix test
+
+# OTP 27 / Elixir 1.18 peers (Debian trixie chroot): cnode, ExUnit, mixed clusters.
+scripts/test_otp27.sh

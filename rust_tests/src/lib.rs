@@ -8,7 +8,9 @@
 //!
 //! Needs the Elixir library compiled (`MIX_ENV=test mix compile`, which
 //! `scripts/test.sh` runs first). `RUST_TESTS_ELIXIR` overrides the command
-//! that runs `elixir` (e.g. `scripts/otp27.sh run elixir` for OTP 27 nodes).
+//! that runs `elixir` (e.g. `scripts/otp27.sh run elixir` for OTP 27 nodes);
+//! `*_with` variants take the command per node, so one test can mix the
+//! host's OTP 25 nodes with OTP 27 ones ([`elixir27_spec`]).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -126,8 +128,27 @@ impl Drop for Proc {
     }
 }
 
-fn elixir_cmd() -> Command {
-    let spec = std::env::var("RUST_TESTS_ELIXIR").unwrap_or_else(|_| "elixir".into());
+/// The default `elixir` command: `$RUST_TESTS_ELIXIR` (split on
+/// whitespace), else `elixir` (the host's).
+pub fn elixir_spec() -> String {
+    std::env::var("RUST_TESTS_ELIXIR").unwrap_or_else(|_| "elixir".into())
+}
+
+/// The `elixir` command of the OTP 27 / Elixir 1.18 chroot:
+/// `$RUST_TESTS_ELIXIR27`, else `<repo>/scripts/otp27.sh run elixir`. It
+/// needs the chroot set up and mounted with the repository bound at its own
+/// path (`scripts/test_otp27.sh` does both). That `run` execs down to the
+/// beam, so the child's pid is the node's and `Proc` kills the node itself.
+pub fn elixir27_spec() -> String {
+    std::env::var("RUST_TESTS_ELIXIR27").unwrap_or_else(|_| {
+        format!(
+            "{} run elixir",
+            repo_root().join("scripts/otp27.sh").display()
+        )
+    })
+}
+
+fn elixir_cmd(spec: &str) -> Command {
     let mut parts = spec.split_whitespace();
     let mut c = Command::new(parts.next().expect("an elixir command"));
     c.args(parts);
@@ -138,11 +159,19 @@ fn elixir_cmd() -> Command {
 /// (Elixir code run before the application starts, e.g.
 /// `Application.put_env(:cluster_helper, :roles, [:web])`).
 pub fn elixir_node(name: &str, cookie: &str, config: &str) -> Proc {
+    elixir_node_with(&elixir_spec(), name, cookie, config)
+}
+
+/// [`elixir_node`] with the `elixir` command `elixir` (e.g. [`elixir27_spec`]).
+/// Only our `ebin` goes on the code path (never Mix's consolidated
+/// protocols), so an Elixir of another version runs our host-built beams
+/// with its own standard library.
+pub fn elixir_node_with(elixir: &str, name: &str, cookie: &str, config: &str) -> Proc {
     ensure_epmd();
     let script = format!(
         "{config}\n{{:ok, _}} = Application.ensure_all_started(:cluster_helper)\nIO.puts(\"ready #{{node()}}\")\nProcess.sleep(:infinity)"
     );
-    let mut c = elixir_cmd();
+    let mut c = elixir_cmd(elixir);
     c.args(["--name", name, "--cookie", cookie, "-pa"])
         .arg(ebin())
         .args(["-e", &script]);
@@ -152,12 +181,17 @@ pub fn elixir_node(name: &str, cookie: &str, config: &str) -> Proc {
 /// Starts an Elixir node running the 0.5.1 stand-in (`test/legacy`), with
 /// `opts` a keyword list for `start_standalone/1` (e.g. `roles: [:web]`).
 pub fn legacy_node(name: &str, cookie: &str, opts: &str) -> Proc {
+    legacy_node_with(&elixir_spec(), name, cookie, opts)
+}
+
+/// [`legacy_node`] with the `elixir` command `elixir`.
+pub fn legacy_node_with(elixir: &str, name: &str, cookie: &str, opts: &str) -> Proc {
     ensure_epmd();
     let file = repo_root().join("test/legacy/cluster_helper_051.ex");
     let script = format!(
         "ClusterHelper.NodeConfig.start_standalone({opts})\nIO.puts(\"ready #{{node()}}\")\nProcess.sleep(:infinity)"
     );
-    let mut c = elixir_cmd();
+    let mut c = elixir_cmd(elixir);
     c.args(["--name", name, "--cookie", cookie, "-r"])
         .arg(file)
         .args(["-e", &script]);
@@ -246,6 +280,14 @@ impl Control {
         let t = self.ch(target, "all_nodes", vec![term::atom(scope)]).await;
         names(&t)
     }
+}
+
+/// A charlist term (`~c"27"`) as a string; `None` for anything else.
+pub fn charlist(t: &Term) -> Option<String> {
+    term::as_list(t)?
+        .iter()
+        .map(|c| term::as_int(c).and_then(|i| char::from_u32(u32::try_from(i).ok()?)))
+        .collect()
 }
 
 /// Sorted atom names of a list term.
