@@ -30,6 +30,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a member until SIGINT/SIGTERM, logging events; leave cleanly on shutdown.
+    /// Lines on standard input change it at run time: `add ROLE`, `remove ROLE`,
+    /// `join SCOPE`, `leave SCOPE`, `roles`.
     Node {
         /// Node name, `name@host` (long names) or `name@shorthost`.
         #[arg(long)]
@@ -191,9 +193,17 @@ async fn run_node(
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    let mut stdin =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    let mut stdin_open = true;
     loop {
         tokio::select! {
             Some(e) = events.recv() => print_event(&e),
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(l)) => command(&ch, &targets, l.trim()).await,
+                // End of input (or none, as under `< /dev/null`): keep running.
+                _ => stdin_open = false,
+            },
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
@@ -202,6 +212,63 @@ async fn run_node(
     ch.stop().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// One line typed on the running node's standard input:
+/// `add ROLE`, `remove ROLE`, `join SCOPE`, `leave SCOPE`, `roles`.
+/// Roles go to the node's scopes (as with `--role`). Answers `ok: ...` or `error: ...`.
+async fn command(ch: &ClusterHelper, scopes: &[Scope], line: &str) {
+    let (verb, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let arg = arg.trim();
+    let result: Result<String, String> = match verb {
+        "" => return,
+        "add" | "remove" => match parse_role(arg) {
+            Ok(role) => {
+                let mut r = Ok(());
+                for s in scopes {
+                    r = r.and(if verb == "add" {
+                        ch.add_roles_in(vec![role.clone()], s.clone()).await
+                    } else {
+                        ch.remove_roles_in(vec![role.clone()], s.clone()).await
+                    });
+                }
+                r.map(|()| format!("{verb} {role}"))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("bad role `{arg}`: {e}")),
+        },
+        "join" => ch
+            .join_scope(scope_from_user(arg))
+            .await
+            .map(|()| format!("joined {arg}"))
+            .map_err(|e| e.to_string()),
+        "leave" => ch
+            .leave_scope(scope_from_user(arg))
+            .await
+            .map(|()| format!("left {arg}"))
+            .map_err(|e| e.to_string()),
+        "roles" => {
+            let mut out = Vec::new();
+            for s in scopes {
+                for n in ch.all_nodes_in(s) {
+                    let roles: Vec<String> = ch
+                        .get_roles_in(&n, s)
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect();
+                    out.push(format!("{} {n}: {}", scope_name(s), roles.join(", ")));
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        other => Err(format!(
+            "unknown command `{other}` (add ROLE, remove ROLE, join SCOPE, leave SCOPE, roles)"
+        )),
+    };
+    match result {
+        Ok(m) => println!("ok: {m}"),
+        Err(e) => println!("error: {e}"),
+    }
 }
 
 fn names(scopes: &[Scope]) -> String {
