@@ -41,11 +41,15 @@ defmodule Bench.Baseline051 do
   ## Writes (through the server)
 
   def add_role(role, scope \\ nil), do: GenServer.call(__MODULE__, {:add, s(scope), [role]})
-  def add_roles(roles, scope \\ nil), do: GenServer.call(__MODULE__, {:add, s(scope), roles}, :infinity)
+
+  def add_roles(roles, scope \\ nil),
+    do: GenServer.call(__MODULE__, {:add, s(scope), roles}, :infinity)
+
   def remove_role(role, scope \\ nil), do: GenServer.call(__MODULE__, {:remove, s(scope), [role]})
 
   @doc "Applies a remote node's roles, as a `{:new_roles, scope, roles, node}` broadcast."
-  def load(scope, node, roles), do: GenServer.call(__MODULE__, {:remote, scope, node, roles}, :infinity)
+  def load(scope, node, roles),
+    do: GenServer.call(__MODULE__, {:remote, scope, node, roles}, :infinity)
 
   @doc "Drops `node` from every scope, as on `:nodedown`."
   def remove_node(node), do: GenServer.call(__MODULE__, {:remove_node, node}, :infinity)
@@ -57,8 +61,23 @@ defmodule Bench.Baseline051 do
 
   @impl true
   def init(_) do
-    :ets.new(@bag, [:bag, :protected, :named_table, :compressed, read_concurrency: true, write_concurrency: true])
-    :ets.new(@set, [:set, :protected, :named_table, read_concurrency: true, write_concurrency: true])
+    :ets.new(@bag, [
+      :bag,
+      :protected,
+      :named_table,
+      :compressed,
+      read_concurrency: true,
+      write_concurrency: true
+    ])
+
+    :ets.new(@set, [
+      :set,
+      :protected,
+      :named_table,
+      read_concurrency: true,
+      write_concurrency: true
+    ])
+
     {:ok, %{mine: %{}, gen: %{}}}
   end
 
@@ -76,7 +95,8 @@ defmodule Bench.Baseline051 do
       insert(scope, node(), new)
       mine = Enum.reduce(new, mine, &MapSet.put(&2, &1))
       # 0.5.1 would now send {:new_roles, scope, new, node()} to the :pg members (none here).
-      {:reply, :ok, %{st | mine: Map.put(st.mine, scope, mine), gen: Map.update(st.gen, scope, 1, &(&1 + 1))}}
+      {:reply, :ok,
+       %{st | mine: Map.put(st.mine, scope, mine), gen: Map.update(st.gen, scope, 1, &(&1 + 1))}}
     end
   end
 
@@ -95,7 +115,9 @@ defmodule Bench.Baseline051 do
     end
 
     mine = Enum.reduce(gone, mine, &MapSet.delete(&2, &1))
-    {:reply, :ok, %{st | mine: Map.put(st.mine, scope, mine), gen: Map.update(st.gen, scope, 1, &(&1 + 1))}}
+
+    {:reply, :ok,
+     %{st | mine: Map.put(st.mine, scope, mine), gen: Map.update(st.gen, scope, 1, &(&1 + 1))}}
   end
 
   def handle_call({:remote, scope, node, roles}, _from, st) do
@@ -111,7 +133,11 @@ defmodule Bench.Baseline051 do
   end
 
   defp insert(scope, node, roles) do
-    pairs = Enum.flat_map(roles, fn r -> [{{:scope, scope, :role, r}, node}, {{:scope, scope, :node, node}, r}] end)
+    pairs =
+      Enum.flat_map(roles, fn r ->
+        [{{:scope, scope, :role, r}, node}, {{:scope, scope, :node, node}, r}]
+      end)
+
     :ets.insert(@bag, pairs)
     :ets.insert(@set, {{:scope, scope, node}})
   end

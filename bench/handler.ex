@@ -33,5 +33,6 @@ defmodule Bench.Handler do
   end
 
   @doc "Total {node, role} pairs this node knows in the default scope."
-  def pairs, do: Enum.sum(for n <- ClusterHelper.all_nodes(), do: length(ClusterHelper.get_roles(n)))
+  def pairs,
+    do: Enum.sum(for n <- ClusterHelper.all_nodes(), do: length(ClusterHelper.get_roles(n)))
 end

@@ -13,7 +13,17 @@ defmodule Bench.Probe do
 
   @doc "Starts the registered sink: on message `{:m, n-1, from, _}` it sends :done to from."
   def start_sink do
-    if Process.whereis(:bench_sink), do: :ok, else: (spawn(fn -> Process.register(self(), :bench_sink); sink() end); :ok)
+    if Process.whereis(:bench_sink),
+      do: :ok,
+      else:
+        (
+          spawn(fn ->
+            Process.register(self(), :bench_sink)
+            sink()
+          end)
+
+          :ok
+        )
   end
 
   defp sink do
@@ -38,5 +48,4 @@ defmodule Bench.Probe do
       60_000 -> :timeout
     end
   end
-
 end

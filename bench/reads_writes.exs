@@ -76,7 +76,8 @@ defmodule Bench.RW do
     n0 = fake(0)
 
     ops = [
-      {:get_nodes, fn -> ClusterHelper.get_nodes({:role, 3}) end, fn -> B.get_nodes({:role, 3}) end},
+      {:get_nodes, fn -> ClusterHelper.get_nodes({:role, 3}) end,
+       fn -> B.get_nodes({:role, 3}) end},
       {:get_roles, fn -> ClusterHelper.get_roles(n0) end, fn -> B.get_roles(n0) end},
       {:all_nodes, fn -> ClusterHelper.all_nodes() end, fn -> B.all_nodes() end},
       {:get_my_roles, fn -> ClusterHelper.get_my_roles() end, fn -> B.get_my_roles() end}
@@ -90,7 +91,10 @@ defmodule Bench.RW do
       r2o = run(ours, conc)
       emit(out, {:read, ds, op, conc, :ours, merge(r1o, r2o)})
       emit(out, {:read, ds, op, conc, :baseline, merge(r1b, r2b)})
-      IO.puts("reads #{ds} #{op} x#{conc}: ours #{fmt(merge(r1o, r2o))} | 0.5.1 #{fmt(merge(r1b, r2b))}")
+
+      IO.puts(
+        "reads #{ds} #{op} x#{conc}: ours #{fmt(merge(r1o, r2o))} | 0.5.1 #{fmt(merge(r1b, r2b))}"
+      )
     end
   end
 
@@ -120,7 +124,14 @@ defmodule Bench.RW do
 
     t0 = System.monotonic_time(:nanosecond)
     for p <- pids, do: send(p, go)
-    res = for p <- pids, do: (receive do {^p, r} -> r end)
+
+    res =
+      for p <- pids,
+          do:
+            (receive do
+               {^p, r} -> r
+             end)
+
     wall = System.monotonic_time(:nanosecond) - t0
     calls = Enum.sum(for {_, c} <- res, do: c)
     samples = Enum.flat_map(res, fn {s, _} -> s end)
@@ -139,10 +150,17 @@ defmodule Bench.RW do
   end
 
   defp rep(_, 0), do: :ok
-  defp rep(f, n), do: (f.(); rep(f, n - 1))
+
+  defp rep(f, n),
+    do:
+      (
+        f.()
+        rep(f, n - 1)
+      )
 
   def merge(a, b) do
     samples = Enum.sort(a.samples ++ b.samples)
+
     %{
       median: pct(samples, 0.5),
       p99: pct(samples, 0.99),
@@ -175,7 +193,11 @@ defmodule Bench.RW do
       :ok = B.add_roles(more)
       t2 = System.monotonic_time(:nanosecond)
       emit(out, {:bulk_add, length(more), total, t1 - t0, t2 - t1})
-      IO.puts("bulk add of #{length(more)} roles (to #{total}): ours #{div(t1 - t0, 1000)} us, 0.5.1 #{div(t2 - t1, 1000)} us")
+
+      IO.puts(
+        "bulk add of #{length(more)} roles (to #{total}): ours #{div(t1 - t0, 1000)} us, 0.5.1 #{div(t2 - t1, 1000)} us"
+      )
+
       true = length(ClusterHelper.get_my_roles()) == total and length(B.get_my_roles()) == total
 
       for round <- 1..2 do
@@ -192,7 +214,10 @@ defmodule Bench.RW do
         {a, r} = Process.get({impl, total})
         emit(out, {:write, :add_role, total, impl, stats(a)})
         emit(out, {:write, :remove_role, total, impl, stats(r)})
-        IO.puts("writes #{total} roles #{impl}: add #{round(stats(a).median)} ns, remove #{round(stats(r).median)} ns")
+
+        IO.puts(
+          "writes #{total} roles #{impl}: add #{round(stats(a).median)} ns, remove #{round(stats(r).median)} ns"
+        )
       end
 
       total
@@ -220,7 +245,10 @@ defmodule Bench.RW do
     true = ClusterHelper.get_roles(fake(0)) == [] and B.get_roles(fake(0)) == []
     emit(out, {:write, :remove_node, 10000, :ours, stats(ours)})
     emit(out, {:write, :remove_node, 10000, :baseline, stats(base)})
-    IO.puts("remove node (10k): ours #{round(stats(ours).median)} ns, 0.5.1 #{round(stats(base).median)} ns")
+
+    IO.puts(
+      "remove node (10k): ours #{round(stats(ours).median)} ns, 0.5.1 #{round(stats(base).median)} ns"
+    )
   end
 
   defp merge_lists(nil, x), do: x

@@ -43,7 +43,10 @@ defmodule Bench.Report do
         do: File.cp!(png, Path.join(bench_dir, Path.basename(png)))
 
     File.write!(Path.join(bench_dir, "RESULTS.md"), md)
-    IO.puts("wrote #{Path.join(bench_dir, "RESULTS.md")} and #{length(Path.wildcard(Path.join(plots, "*.png")))} plots")
+
+    IO.puts(
+      "wrote #{Path.join(bench_dir, "RESULTS.md")} and #{length(Path.wildcard(Path.join(plots, "*.png")))} plots"
+    )
   end
 
   ## formatting
@@ -102,7 +105,10 @@ defmodule Bench.Report do
   def read_ratios(terms, c) do
     reads = for {:read, ds, op, ^c, :ours, m} <- terms, do: {{ds, op}, m}
     base = Map.new(for {:read, ds, op, ^c, :baseline, m} <- terms, do: {{ds, op}, m})
-    for {k, m} <- reads, Map.has_key?(base, k), do: {k, base[k].median / m.median, base[k].calls_per_s, m.calls_per_s}
+
+    for {k, m} <- reads,
+        Map.has_key?(base, k),
+        do: {k, base[k].median / m.median, base[k].calls_per_s, m.calls_per_s}
   end
 
   def headline(terms) do
@@ -134,7 +140,9 @@ defmodule Bench.Report do
         end,
         if write_ratios != [] do
           "- Writes: " <>
-            Enum.map_join(Enum.sort(write_ratios), "; ", fn {{op, size}, r} -> "#{op} #{size}: #{f(r)}×" end) <> "."
+            Enum.map_join(Enum.sort(write_ratios), "; ", fn {{op, size}, r} ->
+              "#{op} #{size}: #{f(r)}×"
+            end) <> "."
         end,
         if idle != [] do
           "- Idle sync traffic: " <>
@@ -144,8 +152,20 @@ defmodule Bench.Report do
         end,
         prop_line(terms),
         tp_line(terms),
-        for({:scale, k, p, conv, _, _, kb, _} <- Enum.sort(terms |> Enum.filter(&match?({:scale, _, _, _, _, _, _, _}, &1))), do: "K=#{k}: #{f(conv)} ms, #{f(kb / 1024)} MiB/node#{if p > 1, do: " (#{p} processes)", else: ""}")
-        |> then(fn [] -> nil; l -> "- Scale (K Rust nodes + 2 Elixir, time until all see all roles, RSS per Rust node): " <> Enum.join(l, "; ") <> "." end)
+        for(
+          {:scale, k, p, conv, _, _, kb, _} <-
+            Enum.sort(terms |> Enum.filter(&match?({:scale, _, _, _, _, _, _, _}, &1))),
+          do:
+            "K=#{k}: #{f(conv)} ms, #{f(kb / 1024)} MiB/node#{if p > 1, do: " (#{p} processes)", else: ""}"
+        )
+        |> then(fn
+          [] ->
+            nil
+
+          l ->
+            "- Scale (K Rust nodes + 2 Elixir, time until all see all roles, RSS per Rust node): " <>
+              Enum.join(l, "; ") <> "."
+        end)
       ]
       |> List.flatten()
       |> Enum.reject(&is_nil/1)
@@ -204,7 +224,18 @@ defmodule Bench.Report do
 
         "### #{c} concurrent reader process#{if c > 1, do: "es"}\n\n" <>
           table(
-            ["data", "read", "ours ns/call (median)", "0.5.1", "ratio", "ours p99", "0.5.1 p99", "ours calls/s (all readers)", "0.5.1 calls/s", "ratio"],
+            [
+              "data",
+              "read",
+              "ours ns/call (median)",
+              "0.5.1",
+              "ratio",
+              "ours p99",
+              "0.5.1 p99",
+              "ours calls/s (all readers)",
+              "0.5.1 calls/s",
+              "ratio"
+            ],
             rows
           )
       end
@@ -232,7 +263,10 @@ defmodule Bench.Report do
     """)
 
     tp =
-      for op <- @ops, c <- [1, 2, 8], o = get.("1000x10", op, c, :ours), b = get.("1000x10", op, c, :baseline) do
+      for op <- @ops,
+          c <- [1, 2, 8],
+          o = get.("1000x10", op, c, :ours),
+          b = get.("1000x10", op, c, :baseline) do
         "\"#{op} x#{c}\" #{o.calls_per_s} #{b.calls_per_s}"
       end
 
@@ -275,13 +309,23 @@ defmodule Bench.Report do
 
   def writes(terms, plots) do
     rows =
-      for {op, size} <- [{:add_role, 110}, {:remove_role, 110}, {:add_role, 1010}, {:remove_role, 1010}, {:add_role, 10010}, {:remove_role, 10010}, {:remove_node, 10000}],
+      for {op, size} <- [
+            {:add_role, 110},
+            {:remove_role, 110},
+            {:add_role, 1010},
+            {:remove_role, 1010},
+            {:add_role, 10010},
+            {:remove_role, 10010},
+            {:remove_node, 10000}
+          ],
           o = find(terms, {:write, op, size, :ours}),
           b = find(terms, {:write, op, size, :baseline}) do
         {op, size, o, b}
       end
 
-    dat = for {op, size, o, b} <- rows, do: "\"#{op} #{size}\" #{o.median / 1000} #{b.median / 1000}"
+    dat =
+      for {op, size, o, b} <- rows, do: "\"#{op} #{size}\" #{o.median / 1000} #{b.median / 1000}"
+
     File.write!(Path.join(plots, "writes.dat"), Enum.join(dat, "\n") <> "\n")
 
     File.write!(Path.join(plots, "writes.gp"), """
@@ -340,7 +384,16 @@ defmodule Bench.Report do
       rows =
         for {{from, to}, l} <- Enum.sort(groups) do
           ["#{from} → #{to}", "#{length(l)}", us(pct(l, 0.5)), us(pct(l, 0.99)), us(Enum.max(l))]
-        end ++ [["**all**", "#{length(all)}", us(pct(all, 0.5)), us(pct(all, 0.99)), us(Enum.max(all))]]
+        end ++
+          [
+            [
+              "**all**",
+              "#{length(all)}",
+              us(pct(all, 0.5)),
+              us(pct(all, 0.99)),
+              us(Enum.max(all))
+            ]
+          ]
 
       kills = for {:kill, k, to, us} <- terms, do: {k, to, us}
       per_kill = Enum.group_by(kills, &elem(&1, 0), &elem(&1, 2))
@@ -471,7 +524,11 @@ defmodule Bench.Report do
   end
 
   def scale(terms, plots) do
-    rows = Enum.sort(for {:scale, k, p, conv, ex, mesh, kb, rkb} <- terms, do: {k, p, conv, ex, mesh, kb, rkb})
+    rows =
+      Enum.sort(
+        for {:scale, k, p, conv, ex, mesh, kb, rkb} <- terms, do: {k, p, conv, ex, mesh, kb, rkb}
+      )
+
     dat = for {k, _, conv, _, _, kb, _} <- rows, do: "#{k} #{conv} #{kb / 1024}"
     File.write!(Path.join(plots, "scale.dat"), Enum.join(dat, "\n") <> "\n")
 

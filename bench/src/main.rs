@@ -99,7 +99,9 @@ async fn connect_all(ctl: &Control, names: &[String]) {
 
 async fn propagation(out: &Path) {
     let cookie = unique_cookie();
-    let exn: Vec<String> = (0..3).map(|i| unique_name(&format!("prop_ex{i}"))).collect();
+    let exn: Vec<String> = (0..3)
+        .map(|i| unique_name(&format!("prop_ex{i}")))
+        .collect();
     let conf = our_conf("[:web]", 2_000, true);
     let _ex = start_all(&exn, |n| elixir_node(n, &cookie, &conf));
     let ctl = Control::start(&cookie).await;
@@ -161,7 +163,12 @@ async fn propagation(out: &Path) {
         let role = Role::tuple(&[Role::atom("prop"), Role::int(s as i64)]);
         let t0 = if origin < 3 {
             let t = ctl
-                .call(&all[origin], "Elixir.Bench.Handler", "timed_add", vec![role.to_term()])
+                .call(
+                    &all[origin],
+                    "Elixir.Bench.Handler",
+                    "timed_add",
+                    vec![role.to_term()],
+                )
                 .await;
             term::as_int(&t).expect("a time")
         } else {
@@ -182,7 +189,10 @@ async fn propagation(out: &Path) {
                         .await;
                     term::as_int(&t)
                 } else {
-                    seen.lock().unwrap().get(&(r - 3, format!("{role}"))).copied()
+                    seen.lock()
+                        .unwrap()
+                        .get(&(r - 3, format!("{role}")))
+                        .copied()
                 };
                 match t {
                     Some(t) => emit(
@@ -193,7 +203,10 @@ async fn propagation(out: &Path) {
                 }
             }
             pending = still;
-            assert!(Instant::now() < deadline, "sample {s}: no event on {pending:?}");
+            assert!(
+                Instant::now() < deadline,
+                "sample {s}: no event on {pending:?}"
+            );
         }
     }
     eprintln!("propagation: 200 samples done");
@@ -203,7 +216,8 @@ async fn propagation(out: &Path) {
     let vconf = our_conf("[:victim]", 2_000, false);
     let mut victims = start_all(&vn, |n| elixir_node(n, &cookie, &vconf));
     for v in &vn {
-        ctl.call(&exn[0], "net_kernel", "connect_node", vec![a(v)]).await;
+        ctl.call(&exn[0], "net_kernel", "connect_node", vec![a(v)])
+            .await;
     }
     eventually("8 nodes converge", Duration::from_secs(60), || conv(8)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -218,7 +232,10 @@ async fn propagation(out: &Path) {
             let mut still = Vec::new();
             for &r in &pending {
                 let t = if r < 3 {
-                    let gone = ctl.get_roles(&all[r], &name, DEFAULT_SCOPE).await.is_empty();
+                    let gone = ctl
+                        .get_roles(&all[r], &name, DEFAULT_SCOPE)
+                        .await
+                        .is_empty();
                     let key = term::tuple(vec![a("node_removed"), a(&name)]);
                     let t = ctl
                         .call(&all[r], "Elixir.Bench.Handler", "time", vec![key])
@@ -238,7 +255,10 @@ async fn propagation(out: &Path) {
                 }
             }
             pending = still;
-            assert!(Instant::now() < deadline, "victim {k}: still seen by {pending:?}");
+            assert!(
+                Instant::now() < deadline,
+                "victim {k}: still seen by {pending:?}"
+            );
         }
     }
     eprintln!("propagation: kill -9 done");
@@ -265,10 +285,15 @@ async fn idle(out: &Path) {
                 let extra: Vec<String> = (2..=s).map(|k| format!("bench_s{k}")).collect();
                 let scopes_ex = format!(
                     "[{}]",
-                    extra.iter().map(|x| format!(":{x}")).collect::<Vec<_>>().join(", ")
+                    extra
+                        .iter()
+                        .map(|x| format!(":{x}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 let procs = if legacy {
-                    let opts = format!("roles: [:web], scopes: {scopes_ex}, pull_interval: {PULL_MS}");
+                    let opts =
+                        format!("roles: [:web], scopes: {scopes_ex}, pull_interval: {PULL_MS}");
                     start_all(&names, |nm| legacy_node(nm, &cookie, &opts))
                 } else {
                     let conf = our_conf("[:web]", PULL_MS, false)
@@ -308,7 +333,12 @@ async fn idle(out: &Path) {
                         let mut tot = (0i64, 0i64);
                         for nm in names {
                             let t = ctl
-                                .call(nm, "Elixir.Bench.Probe", "dist_stats", vec![term::list(vec![a(me)])])
+                                .call(
+                                    nm,
+                                    "Elixir.Bench.Probe",
+                                    "dist_stats",
+                                    vec![term::list(vec![a(me)])],
+                                )
                                 .await;
                             for row in term::as_list(&t).unwrap_or_default() {
                                 let el = term::as_tuple(&row).expect("a row").to_vec();
@@ -326,10 +356,7 @@ async fn idle(out: &Path) {
                 let intervals = t0.elapsed().as_secs_f64() * 1000.0 / PULL_MS as f64;
                 let msgs = (s1.0 - s0.0) as f64 / intervals;
                 let bytes = (s1.1 - s0.1) as f64 / intervals;
-                emit(
-                    out,
-                    &format!("{{idle,{tag},{n},{s},{msgs:.2},{bytes:.1}}}"),
-                );
+                emit(out, &format!("{{idle,{tag},{n},{s},{msgs:.2},{bytes:.1}}}"));
                 eprintln!("idle {tag} N={n} S={s}: {msgs:.1} msgs, {bytes:.0} bytes per interval");
                 ctl.node.shutdown().await;
                 drop(procs);
@@ -350,7 +377,8 @@ async fn throughput(out: &Path) {
     let ctl = Control::start(&cookie).await;
     for nm in &names {
         load_probe(&ctl, nm).await;
-        ctl.call(nm, "Elixir.Bench.Probe", "start_sink", vec![]).await;
+        ctl.call(nm, "Elixir.Bench.Probe", "start_sink", vec![])
+            .await;
     }
     connect_all(&ctl, &names).await;
     let node = rust_node(&unique_name("tp_rust"), &cookie).await;
@@ -378,7 +406,12 @@ async fn throughput(out: &Path) {
         let dest = term::tuple(vec![a(to_name), a(&to_node)]);
         async move {
             let t = ctl
-                .call(&from, "Elixir.Bench.Probe", "blast", vec![dest, term::int(N)])
+                .call(
+                    &from,
+                    "Elixir.Bench.Probe",
+                    "blast",
+                    vec![dest, term::int(N)],
+                )
                 .await;
             term::as_int(&t).expect("blast returns microseconds")
         }
@@ -397,7 +430,13 @@ async fn throughput(out: &Path) {
         for i in 0..N {
             mb.send(
                 dest.clone(),
-                term::tuple(vec![a("m"), term::int(i), me.clone(), term::int(N - 1), payload.clone()]),
+                term::tuple(vec![
+                    a("m"),
+                    term::int(i),
+                    me.clone(),
+                    term::int(N - 1),
+                    payload.clone(),
+                ]),
             );
         }
         mb.recv_match(|m| term::is_atom(m, "done"), Some(Duration::from_secs(120)))
@@ -477,13 +516,15 @@ async fn scale_worker(args: &[String]) {
     loop {
         let done = chs.iter().all(|(_, ch)| {
             let nodes = ch.all_nodes();
-            nodes.len() == total + 2 && nodes.iter().map(|n| ch.get_roles(n).len()).sum::<usize>() == want
+            nodes.len() == total + 2
+                && nodes.iter().map(|n| ch.get_roles(n).len()).sum::<usize>() == want
         });
         if done {
             break;
         }
         assert!(Instant::now() < deadline, "no convergence");
-        if std::env::var("CHBENCH_DIAG").is_ok() && !diag && t_go.elapsed() > Duration::from_secs(2) {
+        if std::env::var("CHBENCH_DIAG").is_ok() && !diag && t_go.elapsed() > Duration::from_secs(2)
+        {
             diag = true;
             for (n, ch) in &chs {
                 let nodes = ch.all_nodes();
@@ -493,8 +534,18 @@ async fn scale_worker(args: &[String]) {
                     .map(|m| format!("{}:{}", m.as_str(), ch.get_roles(m).len()))
                     .collect();
                 let conn = n.nodes();
-                let missing: Vec<&String> = conn.iter().filter(|c| !nodes.iter().any(|m| m.as_str() == c.as_str())).collect();
-                eprintln!("diag {} sees {} nodes (connected {}); incomplete {:?} missing {:?}", n.name(), nodes.len(), conn.len(), short, missing);
+                let missing: Vec<&String> = conn
+                    .iter()
+                    .filter(|c| !nodes.iter().any(|m| m.as_str() == c.as_str()))
+                    .collect();
+                eprintln!(
+                    "diag {} sees {} nodes (connected {}); incomplete {:?} missing {:?}",
+                    n.name(),
+                    nodes.len(),
+                    conn.len(),
+                    short,
+                    missing
+                );
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -567,7 +618,11 @@ async fn scale(out: &Path, k: usize) {
         let count = per.min(k - w * per);
         let mut c = Command::new(&exe);
         c.arg("scale-worker")
-            .args([&cookie, &names[0], &format!("sc{}_{}_w{w}", std::process::id(), k)])
+            .args([
+                &cookie,
+                &names[0],
+                &format!("sc{}_{}_w{w}", std::process::id(), k),
+            ])
             .args([count.to_string(), k.to_string()])
             .arg(&go)
             .stdout(Stdio::piped())
@@ -587,7 +642,11 @@ async fn scale(out: &Path, k: usize) {
     }
     let ready_rss: i64 = workers
         .iter()
-        .map(|w| w.line("ready", Duration::from_secs(300))[0].parse::<i64>().unwrap_or(0))
+        .map(|w| {
+            w.line("ready", Duration::from_secs(300))[0]
+                .parse::<i64>()
+                .unwrap_or(0)
+        })
         .sum();
     let mesh_ms = t_mesh.elapsed().as_millis();
     // let :pg membership settle on the new links before the roles are added
@@ -599,9 +658,9 @@ async fn scale(out: &Path, k: usize) {
         let roles: Vec<Term> = scale_roles(nm).iter().map(Role::to_term).collect();
         ctl.ch(nm, "add_roles", vec![term::list(roles)]).await;
     }
-    let mut ex_done = vec![0i64; 2];
+    let mut ex_done = [0i64; 2];
     let deadline = Instant::now() + Duration::from_secs(300);
-    while ex_done.iter().any(|&t| t == 0) {
+    while ex_done.contains(&0) {
         for (i, nm) in names.iter().enumerate() {
             if ex_done[i] == 0 {
                 let p = ctl.call(nm, "Elixir.Bench.Handler", "pairs", vec![]).await;
