@@ -595,16 +595,20 @@ defmodule Bench.Report do
     code is in `native/cluster_helper_nif/src/lib.rs`):
 
     - **Reads of many nodes under concurrency (`get_nodes`, `all_nodes` on
-      1,000 nodes, 2 and 8 readers).** `nodes_to_list` calls `State::atom` once
-      per node, and `State::atom` takes the `atoms` `std::sync::RwLock` read
-      lock each time: 1,000 lock/unlock pairs per call, all on one cache line
-      that the two cores then bounce between them. One reader is fine (we win
-      or tie); with two, our aggregate calls/s *drops below* one reader's. A
-      one-line change (take the read guard once per call, outside the `map`)
-      measured in a scratch copy: `all_nodes` on 1,000 nodes went from 17.0k to
-      50.5k calls/s with 2 readers and from 13.8k to 50.8k with 8 (0.5.1: 23-36k),
-      `get_nodes` x8 from 7.1k to 24.6k (0.5.1: 9-12k). Better still would be
-      atoms kept in the published snapshot itself (no lock at all).
+      1,000 nodes, 2 and 8 readers), when both cores are free.** `nodes_to_list`
+      calls `State::atom` once per node, and `State::atom` takes the `atoms`
+      `std::sync::RwLock` read lock each time: 1,000 lock/unlock pairs per call
+      on one cache line, which two readers running at the same moment on the
+      two cores bounce between them. One reader is fine (we win or tie). How
+      badly it shows depends on whether the readers really run in parallel, so
+      on the machine's other load: in one full run `get_nodes` on 1,000 nodes
+      with 2 readers took 304 µs/call (7.6k calls/s, 0.5.1: 24.5k) against
+      47 µs with one; in another, on a busier machine, 47 µs (20.6k calls/s, a
+      win). A one-line change (take the read guard once per call, outside the
+      `map`), measured in a scratch copy on a quiet machine: `all_nodes` on
+      1,000 nodes from 17.0k to 50.5k calls/s with 2 readers and from 13.8k to
+      50.8k with 8; `get_nodes` x8 from 7.1k to 24.6k (0.5.1: 9-12k). Better
+      still: atoms kept in the published snapshot (no lock at all).
     - **Small results (`get_roles`, `get_my_roles`: 10 roles).** About 190 ns of
       fixed NIF cost (resource, scope and node names turned into Rust strings,
       snapshot load, two map lookups) plus about 130 ns *per role* to rebuild
@@ -613,26 +617,35 @@ defmodule Bench.Report do
       same 10 objects: ~1.5 µs vs ~0.55-0.8 µs. The fix is to cache role terms
       (atoms, like node names are; others in an owned env, copied with
       `enif_make_copy`) instead of decoding the canonical bytes on every read.
-      `get_my_roles` wins against 0.5.1's `GenServer.call` only once readers
-      contend for that one process (2 and 8 readers).
+      `get_my_roles` ties with 0.5.1's `GenServer.call` for one reader; with
+      8 readers its median latency is several times lower (no queue at one
+      process), but aggregate calls/s only ties or wins a little, both being
+      CPU-bound on 2 cores.
     - **Single writes on a small node (`remove_role` with 110 roles, bulk add of 100).**
       Every write goes through our server and a dirty-CPU NIF call (a scheduler
       hop each way) that runs the engine, computes actions and broadcasts;
       0.5.1 does two `:ets.delete_object/2` in its GenServer. From ~1,000
       roles up, 0.5.1's `:bag` (O(k) per insert or delete under one key, and
       `:compressed`) loses by one to three orders of magnitude.
-    - **Rust ↔ BEAM messages** are slower than BEAM ↔ BEAM (figure 5): each
-      message is encoded by `eetf` into a fresh buffer and goes through the
-      cnode connection task, where the BEAM encodes straight into the
-      distribution buffer.
+    - **Rust → BEAM messages** are slower than BEAM → BEAM (0.6-0.7× in our
+      runs; BEAM → Rust is at 0.9-1.0×). Likely cause (read in the code, not
+      profiled): every message is encoded into its own `Vec<u8>`, queued on an
+      unbounded channel, and written by the connection task with one
+      `write_all` (one syscall) per message (`native/cnode/src/connection.rs`),
+      where the BEAM batches queued distribution output. Draining the queue
+      (`try_recv`) into one buffer per write would batch the same way.
     - **Scale**: K = 200 needs more sockets (two per in-process pair) than one
       process may open here; and setting up a 200-node mesh from one seed
       takes tens of seconds (figure 6, *mesh set-up*).
-    - **Joining and adding at once**: while preparing figure 6, nodes that
-      joined the scope *by* adding their roles (no scope joined before) all at
-      the same moment missed some broadcasts and converged only at the next
-      periodic pull (3.9-6.9 s with the 7 s default, K = 6..50, against 8-171 ms
-      when the scope was joined beforehand). Figure 6 joins the scope first.
+    - **Joining and adding at once** (found while preparing figure 6, since
+      fixed by another change): when every node joined the scope *by* adding
+      its roles, all at the same moment, some broadcasts were missed and the
+      cluster converged only at the next periodic pull (3.9-6.9 s with the
+      7 s default, K = 6..50). With the engine change d5a798b ("a new ours
+      member gets our snapshot pushed") the same run converges in 0.76-0.83 s
+      at K = 50 and 18 ms at K = 6 (`CHBENCH_JOIN_ON_ADD=1 chbench scale OUT K`
+      reproduces it); figure 6 joins the scope first, as a configured service
+      does (0.15-0.19 s at K = 50).
 
     ## How to read this / caveats
 

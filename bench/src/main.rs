@@ -10,6 +10,10 @@
 //! chbench scale OUT K       K Rust nodes (+2 Elixir): time to converge, RSS per node
 //! ```
 //!
+//! Scale diagnostics: `CHBENCH_JOIN_ON_ADD=1` makes the nodes join the scope
+//! only when they add their roles; `CHBENCH_DIAG=1` prints, 2 s after the
+//! roles were added, what each Rust node of a worker still misses.
+//!
 //! Needs the Elixir library compiled (`CLUSTER_HELPER_EBIN`, see rust_tests).
 //! Every OS process started is killed when its guard drops.
 
@@ -484,9 +488,14 @@ async fn scale_worker(args: &[String]) {
             .start()
             .await
             .expect("node starts");
-        // in the scope from the start (no roles yet), as a configured service is
+        // in the scope from the start (no roles yet), as a configured service
+        // is; CHBENCH_JOIN_ON_ADD=1 joins it only with the roles (see RESULTS.md)
         let config = Config {
-            scopes: vec![Scope::new(DEFAULT_SCOPE)],
+            scopes: if join_on_add() {
+                Vec::new()
+            } else {
+                vec![Scope::new(DEFAULT_SCOPE)]
+            },
             ..Config::default()
         };
         let ch = ClusterHelper::start(node.clone(), config)
@@ -599,11 +608,18 @@ fn per_process(total: usize) -> usize {
 
 const SETTLE_MS: u64 = 3_000;
 
+/// Whether nodes join the scope only when they add their roles.
+fn join_on_add() -> bool {
+    std::env::var("CHBENCH_JOIN_ON_ADD").is_ok_and(|v| v == "1")
+}
+
 async fn scale(out: &Path, k: usize) {
     let cookie = unique_cookie();
     let names = vec![unique_name("scale_a"), unique_name("scale_b")];
-    let conf = our_conf("[]", 7_000, true)
-        + "Application.put_env(:cluster_helper, :scopes, [ClusterHelper])\n";
+    let mut conf = our_conf("[]", 7_000, true);
+    if !join_on_add() {
+        conf += "Application.put_env(:cluster_helper, :scopes, [ClusterHelper])\n";
+    }
     let _ex = start_all(&names, |n| elixir_node(n, &cookie, &conf));
     let ctl = Control::start(&cookie).await;
     connect_all(&ctl, &names).await;
