@@ -197,6 +197,21 @@ struct JoinedScope {
     known: BTreeSet<NodeName>,
     /// Sync state of every peer we talked to about this scope.
     sync: BTreeMap<NodeName, PeerScope>,
+    /// Local changes since the last tick, to repeat once to 0.5.1 peers.
+    echo: Echo,
+}
+
+/// What a 0.5.1 peer may have missed of our changes since the last tick.
+///
+/// A 0.5.1 node pulls roles before the generation, so a change of ours that
+/// lands between its two reads leaves it with old roles and the new
+/// generation: it never pulls again until our next change. Repeating the
+/// change once, at the next tick, in 0.5.1's own (idempotent) messages heals
+/// that; it costs nothing while nothing changes.
+#[derive(Debug, Clone, Default)]
+struct Echo {
+    changed: bool,
+    removed: BTreeSet<Role>,
 }
 
 /// What we know of a connected peer, across scopes.
@@ -227,6 +242,9 @@ pub struct SyncEngine {
     joined: BTreeMap<Scope, JoinedScope>,
     /// Last generation of every scope ever joined, so a re-join continues it.
     counters: BTreeMap<Scope, u64>,
+    /// Scopes left since the last tick, with the roles we held: repeated once
+    /// to 0.5.1 peers (see [`Echo`]).
+    left: BTreeMap<Scope, Vec<Role>>,
     members: BTreeMap<Scope, BTreeMap<NodeName, Membership>>,
     connected: BTreeSet<NodeName>,
     peers: BTreeMap<NodeName, Peer>,
@@ -245,6 +263,7 @@ impl SyncEngine {
             shared: Arc::new(SharedIndex::new()),
             joined: BTreeMap::new(),
             counters: BTreeMap::new(),
+            left: BTreeMap::new(),
             members: BTreeMap::new(),
             connected: BTreeSet::new(),
             peers: BTreeMap::new(),
@@ -363,6 +382,12 @@ impl SyncEngine {
         for role in &added {
             out.push(role_added(&scope, &me, role));
         }
+        if let Some(j) = self.joined.get_mut(&scope) {
+            j.echo.changed = true;
+            for role in &added {
+                j.echo.removed.remove(role);
+            }
+        }
         let generation = self.bump(&scope);
         self.broadcast(&scope, generation, added, Vec::new(), out);
     }
@@ -378,6 +403,10 @@ impl SyncEngine {
         }
         for role in &removed {
             out.push(role_removed(&scope, &me, role));
+        }
+        if let Some(j) = self.joined.get_mut(&scope) {
+            j.echo.changed = true;
+            j.echo.removed.extend(removed.iter().cloned());
         }
         let generation = self.bump(&scope);
         self.broadcast(&scope, generation, Vec::new(), removed, out);
@@ -452,6 +481,7 @@ impl SyncEngine {
     }
 
     fn join(&mut self, scope: Scope, out: &mut Vec<Action>) {
+        self.left.remove(&scope);
         let generation = self.counters.get(&scope).copied().unwrap_or(0);
         self.joined.insert(
             scope.clone(),
@@ -491,7 +521,8 @@ impl SyncEngine {
         let mine = self.my_roles(&scope);
         if !mine.is_empty() {
             let generation = self.bump(&scope);
-            self.broadcast(&scope, generation, Vec::new(), mine, out);
+            self.broadcast(&scope, generation, Vec::new(), mine.clone(), out);
+            self.left.insert(scope.clone(), mine);
         }
         out.push(Action::LeaveGroups(scope.clone()));
         for (node, roles) in self.index.drop_scope(&scope) {
@@ -872,6 +903,61 @@ impl SyncEngine {
         }
     }
 
+    /// Repeats, once, what changed since the last tick to 0.5.1 members (see [`Echo`]).
+    fn echo_to_legacy(&mut self, out: &mut Vec<Action>) {
+        let mut sends = Vec::new();
+        for (scope, j) in self.joined.iter_mut() {
+            let echo = std::mem::take(&mut j.echo);
+            if echo.changed {
+                let mine = self.index.get_roles(scope, &self.me);
+                sends.push((
+                    scope.clone(),
+                    mine,
+                    echo.removed.into_iter().collect::<Vec<_>>(),
+                ));
+            }
+        }
+        for (scope, roles) in std::mem::take(&mut self.left) {
+            sends.push((scope, Vec::new(), roles));
+        }
+        for (scope, added, removed) in sends {
+            let legacy: Vec<NodeName> = self
+                .members
+                .get(&scope)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(n, m)| m.all_nodes && !self.is_ours(n, m))
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for node in legacy {
+                if !added.is_empty() {
+                    out.push(legacy_send(
+                        &node,
+                        &scope,
+                        Msg::NewRoles {
+                            scope: scope.clone(),
+                            roles: added.clone(),
+                            node: self.me.clone(),
+                        },
+                    ));
+                }
+                if !removed.is_empty() {
+                    out.push(legacy_send(
+                        &node,
+                        &scope,
+                        Msg::RemoveRoles {
+                            scope: scope.clone(),
+                            roles: removed.clone(),
+                            node: self.me.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
     /// `node` is not in `scope`: it holds no roles there.
     fn not_in_scope(&mut self, scope: &Scope, node: &NodeName, out: &mut Vec<Action>) {
         if let Some(p) = self
@@ -1056,6 +1142,7 @@ impl SyncEngine {
                 }
             }
         }
+        self.echo_to_legacy(out);
         // Our peers: one digest each, for all scopes together.
         let digest = self.scope_generations();
         for node in &self.connected {
@@ -1299,6 +1386,91 @@ mod tests {
                 }
             )),
             "nothing of ours to a 0.5.1 node: {acts:?}"
+        );
+    }
+
+    /// A change is repeated once to 0.5.1 members at the next tick (healing
+    /// 0.5.1's roles-before-generation pull race), and not again.
+    #[test]
+    fn changes_are_echoed_once_to_legacy_members() {
+        let s = Scope::new("s");
+        let mut a = SyncEngine::new(n("a@h"), 1);
+        a.handle(Input::JoinScope(s.clone())).unwrap();
+        a.handle(Input::NodeUp(n("l@h"))).unwrap();
+        a.handle(Input::Member {
+            scope: s.clone(),
+            group: Group::AllNodes,
+            node: n("l@h"),
+            present: true,
+        })
+        .unwrap();
+        a.handle(Input::AddRoles {
+            scope: s.clone(),
+            roles: vec![Role::atom("x"), Role::atom("y")],
+        })
+        .unwrap();
+        a.handle(Input::RemoveRoles {
+            scope: s.clone(),
+            roles: vec![Role::atom("y")],
+        })
+        .unwrap();
+        let legacy_sends = |acts: &[Action]| -> Vec<Msg> {
+            acts.iter()
+                .filter_map(|x| match x {
+                    Action::Send {
+                        via: Via::AllNodesMembers,
+                        msg,
+                        ..
+                    } => Some(msg.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let acts = a
+            .handle(Input::Tick {
+                connected: vec![n("l@h")],
+            })
+            .unwrap();
+        let sent = legacy_sends(&acts);
+        assert!(
+            sent.contains(&Msg::NewRoles {
+                scope: s.clone(),
+                roles: vec![Role::atom("x")],
+                node: n("a@h")
+            }),
+            "{sent:?}"
+        );
+        assert!(
+            sent.contains(&Msg::RemoveRoles {
+                scope: s.clone(),
+                roles: vec![Role::atom("y")],
+                node: n("a@h")
+            }),
+            "{sent:?}"
+        );
+        let acts = a
+            .handle(Input::Tick {
+                connected: vec![n("l@h")],
+            })
+            .unwrap();
+        assert!(
+            legacy_sends(&acts).is_empty(),
+            "nothing changed, nothing repeated: {acts:?}"
+        );
+        // Leaving is repeated too.
+        a.handle(Input::LeaveScope(s.clone())).unwrap();
+        let acts = a
+            .handle(Input::Tick {
+                connected: vec![n("l@h")],
+            })
+            .unwrap();
+        assert_eq!(
+            legacy_sends(&acts),
+            vec![Msg::RemoveRoles {
+                scope: s.clone(),
+                roles: vec![Role::atom("x")],
+                node: n("a@h")
+            }]
         );
     }
 }
