@@ -12,7 +12,9 @@
 //! Panics are caught by rustler and raised as Erlang errors.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use cluster_helper_core::canon;
 use cluster_helper_core::protocol::{Msg, OURS_GROUP};
@@ -57,9 +59,12 @@ pub struct State {
     index: Arc<SharedIndex>,
     me: NodeName,
     /// Joined scopes and their generations, republished after each input.
-    scopes: RwLock<Arc<Vec<(Scope, u64)>>>,
-    /// Node and scope atoms already made, so reads rarely touch the atom table.
-    atoms: RwLock<HashMap<NodeName, Atom>>,
+    scopes: ArcSwap<Vec<(Scope, u64)>>,
+    /// Node and scope atoms already made, so reads rarely touch the atom
+    /// table. Copy-on-write behind an atomic pointer: readers on many
+    /// schedulers load it without a lock (a `RwLock` read per node bounced
+    /// its cache line between cores: see bench/RESULTS.md).
+    atoms: ArcSwap<HashMap<NodeName, Atom>>,
 }
 
 #[rustler::resource_impl]
@@ -115,37 +120,30 @@ fn trusted_term<'a>(env: Env<'a>, etf: &[u8]) -> NifResult<Term<'a>> {
 
 impl State {
     fn atom<'a>(&self, env: Env<'a>, name: &NodeName) -> NifResult<Atom> {
-        if let Some(a) = self
-            .atoms
-            .read()
-            .map_err(|_| Error::RaiseAtom("poisoned"))?
-            .get(name)
-        {
-            return Ok(*a);
+        match self.atoms.load().get(name) {
+            Some(a) => Ok(*a),
+            None => make_atom(env, name.as_str()),
         }
-        make_atom(env, name.as_str())
     }
 
     /// Remembers the atoms of names seen by the writer, for readers.
     fn remember(&self, env: Env, names: &[&NodeName]) {
-        let missing: Vec<&NodeName> = match self.atoms.read() {
-            Ok(m) => names
+        let missing: Vec<(NodeName, Atom)> = {
+            let known = self.atoms.load();
+            names
                 .iter()
-                .copied()
-                .filter(|n| !m.contains_key(*n))
-                .collect(),
-            Err(_) => return,
+                .filter(|n| !known.contains_key(**n))
+                .filter_map(|n| make_atom(env, n.as_str()).ok().map(|a| ((*n).clone(), a)))
+                .collect()
         };
         if missing.is_empty() {
             return;
         }
-        if let Ok(mut m) = self.atoms.write() {
-            for n in missing {
-                if let Ok(a) = make_atom(env, n.as_str()) {
-                    m.insert(n.clone(), a);
-                }
-            }
-        }
+        self.atoms.rcu(|known| {
+            let mut m = HashMap::clone(known);
+            m.extend(missing.iter().cloned());
+            m
+        });
     }
 }
 
@@ -210,8 +208,12 @@ fn nodes_to_list<'a, 'n>(
     state: &State,
     nodes: impl Iterator<Item = &'n NodeName>,
 ) -> NifResult<Term<'a>> {
+    let known = state.atoms.load();
     let terms: Vec<Term<'a>> = nodes
-        .map(|n| state.atom(env, n).map(|a| a.encode(env)))
+        .map(|n| match known.get(n) {
+            Some(a) => Ok(a.encode(env)),
+            None => make_atom(env, n.as_str()).map(|a| a.encode(env)),
+        })
         .collect::<NifResult<_>>()?;
     Ok(terms.encode(env))
 }
@@ -227,8 +229,8 @@ fn new<'a>(env: Env<'a>, local_node: Term<'a>, incarnation: u64) -> NifResult<Re
         engine: Mutex::new(engine),
         index,
         me: me.clone(),
-        scopes: RwLock::new(Arc::new(Vec::new())),
-        atoms: RwLock::new(HashMap::new()),
+        scopes: ArcSwap::from_pointee(Vec::new()),
+        atoms: ArcSwap::from_pointee(HashMap::new()),
     };
     state.remember(env, &[&me]);
     Ok(ResourceArc::new(state))
@@ -345,11 +347,7 @@ fn all_nodes_dirty<'a>(env: Env<'a>, res: Res, scope: Term<'a>) -> NifResult<Ter
 
 #[rustler::nif]
 fn list_scopes<'a>(env: Env<'a>, res: Res) -> NifResult<Term<'a>> {
-    let scopes = res
-        .scopes
-        .read()
-        .map_err(|_| Error::RaiseAtom("poisoned"))?
-        .clone();
+    let scopes = res.scopes.load();
     let terms: Vec<Term> = scopes
         .iter()
         .map(|(s, _)| res.atom(env, s).map(|a| a.encode(env)))
@@ -360,11 +358,7 @@ fn list_scopes<'a>(env: Env<'a>, res: Res) -> NifResult<Term<'a>> {
 #[rustler::nif]
 fn generation<'a>(res: Res, scope: Term<'a>) -> NifResult<u64> {
     let scope = to_name(scope)?;
-    let scopes = res
-        .scopes
-        .read()
-        .map_err(|_| Error::RaiseAtom("poisoned"))?
-        .clone();
+    let scopes = res.scopes.load();
     Ok(scopes
         .iter()
         .find(|(s, _)| *s == scope)
@@ -381,9 +375,7 @@ fn run<'a>(env: Env<'a>, res: &Res, input: Input) -> NifResult<Term<'a>> {
             .lock()
             .map_err(|_| Error::RaiseAtom("engine_poisoned"))?;
         let r = engine.handle(input);
-        *res.scopes
-            .write()
-            .map_err(|_| Error::RaiseAtom("poisoned"))? = Arc::new(engine.scope_generations());
+        res.scopes.store(Arc::new(engine.scope_generations()));
         r
     };
     let actions = match result {
