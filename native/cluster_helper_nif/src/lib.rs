@@ -65,6 +65,8 @@ pub struct State {
     /// schedulers load it without a lock (a `RwLock` read per node bounced
     /// its cache line between cores: see bench/RESULTS.md).
     atoms: ArcSwap<HashMap<NodeName, Atom>>,
+    /// Atoms inside roles, filled by the writer as roles arrive (same scheme).
+    role_atoms: ArcSwap<AtomCache>,
 }
 
 #[rustler::resource_impl]
@@ -180,25 +182,126 @@ fn roles_from_list(term: Term) -> NifResult<Vec<Role>> {
     iter.map(role_from_term).collect()
 }
 
-fn role_to_term<'a>(env: Env<'a>, role: &Role) -> NifResult<Term<'a>> {
-    let etf = role.as_etf();
-    // Atoms are the common role: make them without the external-term decoder.
-    if let [_, 119, n, rest @ ..] = etf {
-        if rest.len() == *n as usize {
-            if let Ok(a) = Atom::from_utf8_bytes(env, rest) {
-                return Ok(a.encode(env));
-            }
+/// Atom texts (UTF-8) -> atoms, for building role terms without the atom table.
+type AtomCache = HashMap<Box<[u8]>, Atom>;
+
+/// The term of a role. Common shapes (atoms, integers, floats, binaries,
+/// tuples and proper lists of them) are built directly from the canonical
+/// bytes, atoms from `cache`; anything else goes through `binary_to_term`.
+/// Atoms not in the cache are made and pushed to `misses` (the writer adds
+/// them to the cache; readers drop them).
+fn role_to_term<'a>(
+    env: Env<'a>,
+    role: &Role,
+    cache: &AtomCache,
+    misses: &mut Vec<(Box<[u8]>, Atom)>,
+) -> NifResult<Term<'a>> {
+    let body = role.body();
+    let mut pos = 0;
+    if let Some(t) = build(env, body, &mut pos, cache, misses, 0) {
+        if pos == body.len() {
+            return Ok(t);
         }
     }
-    trusted_term(env, etf)
+    trusted_term(env, role.as_etf())
+}
+
+/// Builds the canonical term at `b[*pos..]`; `None` for shapes left to
+/// `binary_to_term`. Recursion is bounded by the canonical depth limit.
+fn build<'a>(
+    env: Env<'a>,
+    b: &[u8],
+    pos: &mut usize,
+    cache: &AtomCache,
+    misses: &mut Vec<(Box<[u8]>, Atom)>,
+    depth: usize,
+) -> Option<Term<'a>> {
+    if depth > canon::MAX_DEPTH {
+        return None;
+    }
+    let tag = *b.get(*pos)?;
+    *pos += 1;
+    let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
+        let s = b.get(*pos..pos.checked_add(n)?)?;
+        *pos += n;
+        Some(s)
+    };
+    Some(match tag {
+        97 => (take(pos, 1)?[0] as i64).encode(env),
+        98 => {
+            let x = take(pos, 4)?;
+            (i32::from_be_bytes([x[0], x[1], x[2], x[3]]) as i64).encode(env)
+        }
+        70 => {
+            let x = take(pos, 8)?;
+            f64::from_be_bytes(x.try_into().ok()?).encode(env)
+        }
+        119 => {
+            let n = take(pos, 1)?[0] as usize;
+            let text = take(pos, n)?;
+            match cache.get(text) {
+                Some(a) => a.encode(env),
+                None => {
+                    let a = make_atom(env, std::str::from_utf8(text).ok()?).ok()?;
+                    misses.push((text.into(), a));
+                    a.encode(env)
+                }
+            }
+        }
+        104 => {
+            let n = take(pos, 1)?[0] as usize;
+            let mut elems = Vec::with_capacity(n);
+            for _ in 0..n {
+                elems.push(build(env, b, pos, cache, misses, depth + 1)?);
+            }
+            make_tuple(env, &elems)
+        }
+        106 => Vec::<Term<'a>>::new().encode(env),
+        107 => {
+            let x = take(pos, 2)?;
+            let n = u16::from_be_bytes([x[0], x[1]]) as usize;
+            let bytes = take(pos, n)?;
+            bytes
+                .iter()
+                .map(|v| *v as i64)
+                .collect::<Vec<i64>>()
+                .encode(env)
+        }
+        108 => {
+            let x = take(pos, 4)?;
+            let n = u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize;
+            let mut elems = Vec::with_capacity(n.min(b.len()));
+            for _ in 0..n {
+                elems.push(build(env, b, pos, cache, misses, depth + 1)?);
+            }
+            // Improper lists are left to binary_to_term.
+            if take(pos, 1)? != [106] {
+                return None;
+            }
+            elems.encode(env)
+        }
+        109 => {
+            let x = take(pos, 4)?;
+            let n = u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize;
+            let bytes = take(pos, n)?;
+            let mut bin = rustler::NewBinary::new(env, n);
+            bin.as_mut_slice().copy_from_slice(bytes);
+            let t: Term<'a> = bin.into();
+            t
+        }
+        _ => return None,
+    })
 }
 
 fn roles_to_list<'a, 'r>(
     env: Env<'a>,
+    state: &State,
     roles: impl Iterator<Item = &'r Role>,
 ) -> NifResult<Term<'a>> {
+    let cache = state.role_atoms.load();
+    let mut misses = Vec::new();
     let terms: Vec<Term<'a>> = roles
-        .map(|r| role_to_term(env, r))
+        .map(|r| role_to_term(env, r, &cache, &mut misses))
         .collect::<NifResult<_>>()?;
     Ok(terms.encode(env))
 }
@@ -231,6 +334,7 @@ fn new<'a>(env: Env<'a>, local_node: Term<'a>, incarnation: u64) -> NifResult<Re
         me: me.clone(),
         scopes: ArcSwap::from_pointee(Vec::new()),
         atoms: ArcSwap::from_pointee(HashMap::new()),
+        role_atoms: ArcSwap::from_pointee(HashMap::new()),
     };
     state.remember(env, &[&me]);
     Ok(ResourceArc::new(state))
@@ -293,7 +397,7 @@ fn get_roles_impl<'a>(
     if !dirty && view.count_roles_of(&node) > MAX_NORMAL_RESULT {
         return Ok(atoms::too_big().encode(env));
     }
-    roles_to_list(env, view.roles_of(&node))
+    roles_to_list(env, &res, view.roles_of(&node))
 }
 
 #[rustler::nif]
@@ -389,8 +493,10 @@ fn run<'a>(env: Env<'a>, res: &Res, input: Input) -> NifResult<Term<'a>> {
     };
     let mut seen: Vec<&NodeName> = Vec::new();
     let mut out: Vec<Term<'a>> = Vec::with_capacity(actions.len());
+    let cache = res.role_atoms.load_full();
+    let mut misses = Vec::new();
     for a in &actions {
-        out.push(action_to_term(env, res, a)?);
+        out.push(action_to_term(env, res, a, &cache, &mut misses)?);
         match a {
             Action::Event(Event::NodeAdded { scope, node }) => {
                 seen.push(node);
@@ -401,10 +507,24 @@ fn run<'a>(env: Env<'a>, res: &Res, input: Input) -> NifResult<Term<'a>> {
         }
     }
     res.remember(env, &seen);
+    if !misses.is_empty() {
+        // Roles that arrived (events carry every one) teach readers their atoms.
+        res.role_atoms.rcu(|known| {
+            let mut m = AtomCache::clone(known);
+            m.extend(misses.iter().cloned());
+            m
+        });
+    }
     Ok((atoms::ok(), out).encode(env))
 }
 
-fn action_to_term<'a>(env: Env<'a>, res: &Res, a: &Action) -> NifResult<Term<'a>> {
+fn action_to_term<'a>(
+    env: Env<'a>,
+    res: &Res,
+    a: &Action,
+    cache: &AtomCache,
+    misses: &mut Vec<(Box<[u8]>, Atom)>,
+) -> NifResult<Term<'a>> {
     let at = |n: &NodeName| -> NifResult<Term<'a>> { Ok(res.atom(env, n)?.encode(env)) };
     Ok(match a {
         Action::JoinGroups(s) => (atoms::join_groups(), at(s)?).encode(env),
@@ -446,7 +566,7 @@ fn action_to_term<'a>(env: Env<'a>, res: &Res, a: &Action) -> NifResult<Term<'a>
                     atoms::role_added().encode(env),
                     at(scope)?,
                     at(node)?,
-                    role_to_term(env, role)?,
+                    role_to_term(env, role, cache, misses)?,
                 ],
             ),
             Event::RoleRemoved { scope, node, role } => make_tuple(
@@ -456,7 +576,7 @@ fn action_to_term<'a>(env: Env<'a>, res: &Res, a: &Action) -> NifResult<Term<'a>
                     atoms::role_removed().encode(env),
                     at(scope)?,
                     at(node)?,
-                    role_to_term(env, role)?,
+                    role_to_term(env, role, cache, misses)?,
                 ],
             ),
             Event::NodeAdded { scope, node } => {
