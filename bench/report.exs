@@ -606,10 +606,10 @@ defmodule Bench.Report do
       on one cache line, which two readers running at the same moment on the
       two cores bounce between them. One reader is fine (we win or tie). How
       badly it shows depends on whether the readers really run in parallel, so
-      on the machine's other load: in one full run `get_nodes` on 1,000 nodes
-      with 2 readers took 304 µs/call (7.6k calls/s, 0.5.1: 24.5k) against
-      47 µs with one; in another, on a busier machine, 47 µs (20.6k calls/s, a
-      win). A one-line change (take the read guard once per call, outside the
+      on the machine's other load: in two of the three full runs made while
+      writing this, `get_nodes` on 1,000 nodes with 2 readers took 304-330 µs
+      per call (7.0-7.6k calls/s, 0.5.1: 23-25k) against 47 µs with one; in the
+      third, on a busier machine, 47 µs (20.6k calls/s, a win). A one-line change (take the read guard once per call, outside the
       `map`), measured in a scratch copy on a quiet machine: `all_nodes` on
       1,000 nodes from 17.0k to 50.5k calls/s with 2 readers and from 13.8k to
       50.8k with 8; `get_nodes` x8 from 7.1k to 24.6k (0.5.1: 9-12k). Better
