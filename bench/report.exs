@@ -599,45 +599,39 @@ defmodule Bench.Report do
     What causes them (measured on this machine while writing this page; the
     code is in `native/cluster_helper_nif/src/lib.rs`):
 
-    - **Reads of many nodes under concurrency (`get_nodes`, `all_nodes` on
-      1,000 nodes, 2 and 8 readers), when both cores are free.** `nodes_to_list`
-      calls `State::atom` once per node, and `State::atom` takes the `atoms`
-      `std::sync::RwLock` read lock each time: 1,000 lock/unlock pairs per call
-      on one cache line, which two readers running at the same moment on the
-      two cores bounce between them. One reader is fine (we win or tie). How
-      badly it shows depends on whether the readers really run in parallel, so
-      on the machine's other load: in two of the three full runs made while
-      writing this, `get_nodes` on 1,000 nodes with 2 readers took 304-330 µs
-      per call (7.0-7.6k calls/s, 0.5.1: 23-25k) against 47 µs with one; in the
-      third, on a busier machine, 47 µs (20.6k calls/s, a win). A one-line change (take the read guard once per call, outside the
-      `map`), measured in a scratch copy on a quiet machine: `all_nodes` on
-      1,000 nodes from 17.0k to 50.5k calls/s with 2 readers and from 13.8k to
-      50.8k with 8; `get_nodes` x8 from 7.1k to 24.6k (0.5.1: 9-12k). Better
-      still: atoms kept in the published snapshot (no lock at all).
-    - **Small results (`get_roles`, `get_my_roles`: 10 roles).** About 190 ns of
-      fixed NIF cost (resource, scope and node names turned into Rust strings,
-      snapshot load, two map lookups) plus about 130 ns *per role* to rebuild
-      the role term (`Atom::from_bytes` through the atom table for atoms,
-      `binary_to_term` for other roles), against 13 ns for an ETS lookup of the
-      same 10 objects: ~1.5 µs vs ~0.55-0.8 µs. The fix is to cache role terms
-      (atoms, like node names are; others in an owned env, copied with
-      `enif_make_copy`) instead of decoding the canonical bytes on every read.
-      `get_nodes` with a small result loses for a related reason: the role
-      argument is canonicalised on every call (`term_to_binary` + `canonicalize`
-      for anything but atoms and small integers): on one node, 342 ns vs 229 ns
-      for an atom role, 489 ns vs 252 ns for `{:role, 3}`.
-      `get_my_roles` ties with 0.5.1's `GenServer.call` for one reader; with
-      8 readers its median latency is several times lower (no queue at one
-      process), but aggregate calls/s only ties or wins a little, both being
-      CPU-bound on 2 cores.
+    - **Small results (`get_roles`: 10 roles; `get_nodes` on 1 node).** About
+      190 ns of fixed NIF cost per read (resource, scope and node names turned
+      into Rust strings, snapshot load, two map lookups) plus a per-role cost to
+      build the role term: measured at commit ed0107d, 10 atom roles take
+      ~780 ns (`Native.get_roles`) against ~540 ns for 0.5.1's lookup, 10
+      `{:role, i}` tuples ~1.25 µs against ~650 ns, and an ETS lookup of 10
+      objects itself is ~11 ns. Before ed0107d (atoms through the atom table,
+      other roles through `binary_to_term`) it was ~1.5 µs for 10 atoms. The
+      rest of the gap is term building for non-atom roles; caching role terms
+      (an owned env, copied with `enif_make_copy`) would close more of it.
+      `get_nodes` with a small result also canonicalises the role argument on
+      every call (`term_to_binary` + `canonicalize` for anything but atoms and
+      small integers): on one node, 310 ns vs 218 ns for an atom role,
+      475 ns vs 243 ns for `{:role, 3}`. `get_my_roles` ties with or beats
+      0.5.1's `GenServer.call` for one reader and wins 3× in calls/s with 8
+      (0.5.1's one process is the bottleneck).
+    - **Many-node reads with 2+ readers, before ed0107d (fixed).**
+      `nodes_to_list` took the `atoms` `std::sync::RwLock` read lock once per
+      node: 1,000 lock/unlock pairs per call on one cache line, bounced
+      between the two cores when two readers really ran in parallel. In two
+      of three full runs before the fix, `get_nodes` on 1,000 nodes with 2
+      readers took 304-330 µs per call (7.0-7.6k calls/s, 0.5.1: 23-25k)
+      against 47 µs with one. ed0107d loads the atom cache once per call
+      (arc-swap); since then the same case runs at 43 µs per call and ~41k
+      calls/s with 2 readers (1.8× 0.5.1).
     - **Single writes on a small node (`remove_role` with 110 roles, bulk add of 100).**
       Every write goes through our server and a dirty-CPU NIF call (a scheduler
       hop each way) that runs the engine, computes actions and broadcasts;
       0.5.1 does two `:ets.delete_object/2` in its GenServer. From ~1,000
       roles up, 0.5.1's `:bag` (O(k) per insert or delete under one key, and
       `:compressed`) loses by one to three orders of magnitude.
-    - **Rust → BEAM messages** are slower than BEAM → BEAM (0.6-0.7× in our
-      runs; BEAM → Rust is at 0.9-1.0×). Likely cause (read in the code, not
+    - **Rust → BEAM messages** are slower than BEAM → BEAM (0.62-0.70× in
+      four runs; BEAM → Rust 0.76-1.03×). Likely cause (read in the code, not
       profiled): every message is encoded into its own `Vec<u8>`, queued on an
       unbounded channel, and written by the connection task with one
       `write_all` (one syscall) per message (`native/cnode/src/connection.rs`),
