@@ -459,23 +459,42 @@ impl Node {
         if node == self.inner.name {
             return Ok(());
         }
-        let Some((_, mut ready)) = self.conn_tx(node, true) else {
+        let Some((_, ready)) = self.conn_tx(node, true) else {
             return Err(ConnectError::Shutdown);
         };
-        let res = tokio::time::timeout(self.inner.cfg.handshake_timeout * 2, async {
-            loop {
-                match *ready.borrow_and_update() {
-                    Some(true) => return Ok(()),
-                    Some(false) => return Err(ConnectError::Failed(node.into())),
-                    None => {}
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.handshake_timeout * 2;
+        let mut ready = ready;
+        loop {
+            let res = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match *ready.borrow_and_update() {
+                        Some(true) => return true,
+                        Some(false) => return false,
+                        None => {}
+                    }
+                    if ready.changed().await.is_err() {
+                        return false;
+                    }
                 }
-                if ready.changed().await.is_err() {
-                    return Err(ConnectError::Failed(node.into()));
+            })
+            .await;
+            match res {
+                Ok(true) => return Ok(()),
+                Err(_) => return Err(ConnectError::Failed(node.into())),
+                Ok(false) => {
+                    // Our attempt's slot ended, but in a simultaneous connect the
+                    // peer's own connection may have taken a new slot meanwhile:
+                    // wait for that one rather than report a failure.
+                    if self.nodes().iter().any(|n| n == node) {
+                        return Ok(());
+                    }
+                    match self.conn_tx(node, false) {
+                        Some((_, next)) => ready = next,
+                        None => return Err(ConnectError::Failed(node.into())),
+                    }
                 }
             }
-        })
-        .await;
-        res.unwrap_or_else(|_| Err(ConnectError::Failed(node.into())))
+        }
     }
 
     /// Drops the connection to `node` (like `erlang:disconnect_node/1`).
@@ -571,7 +590,7 @@ impl Node {
             }
         };
         if let Some(c) = removed {
-            let _ = c.ready.send(Some(false));
+            c.ready.send_replace(Some(false));
             tracing::debug!(why, "dropped pending connection slot");
             crate::process::node_down(self, peer);
         }
@@ -713,7 +732,10 @@ impl Node {
             match st.conns.get_mut(&peer.name) {
                 Some(c) if c.id == id => {
                     c.phase = ConnPhase::Up { hidden };
-                    let _ = c.ready.send(Some(true));
+                    // send_replace, not send: `send` stores nothing while no
+                    // one is subscribed, and a `connect` that subscribes later
+                    // would then wait for a connection that is already up.
+                    c.ready.send_replace(Some(true));
                     // Under the table lock: whoever sees the node in nodes()
                     // subscribed before this event, or never gets it.
                     self.emit(NodeEvent::Up {
