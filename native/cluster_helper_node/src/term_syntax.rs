@@ -306,18 +306,23 @@ impl Parser {
     }
 
     fn string(&mut self) -> Result<String, ParseError> {
+        self.quoted('"', "string")
+    }
+
+    /// Text between `delim`s, with backslash escapes; the cursor is on the opening one.
+    fn quoted(&mut self, delim: char, what: &str) -> Result<String, ParseError> {
         let start = self.pos;
-        self.pos += 1; // "
+        self.pos += 1;
         let mut out = String::new();
         loop {
             match self.peek() {
                 None => {
                     return Err(ParseError {
                         pos: start,
-                        reason: "unterminated string".into(),
+                        reason: format!("unterminated {what}"),
                     })
                 }
-                Some('"') => {
+                Some(c) if c == delim => {
                     self.pos += 1;
                     return Ok(out);
                 }
@@ -332,27 +337,7 @@ impl Parser {
 
     fn quoted_atom(&mut self) -> Result<String, ParseError> {
         let start = self.pos;
-        self.pos += 1; // '
-        let mut out = String::new();
-        loop {
-            match self.peek() {
-                None => {
-                    return Err(ParseError {
-                        pos: start,
-                        reason: "unterminated quoted atom".into(),
-                    })
-                }
-                Some('\'') => {
-                    self.pos += 1;
-                    break;
-                }
-                Some('\\') => out.push(self.escape()?),
-                Some(c) => {
-                    out.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
+        let out = self.quoted('\'', "quoted atom")?;
         if out.chars().count() > 255 {
             return Err(ParseError {
                 pos: start,
