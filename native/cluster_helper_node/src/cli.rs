@@ -160,9 +160,7 @@ async fn run_node(
         .await
         .map_err(|e| format!("cannot start node {name}: {e}"))?;
     for peer in &connect {
-        node.connect(peer)
-            .await
-            .map_err(|e| format!("cannot connect to {peer}: {e}"))?;
+        node.connect(peer).await.map_err(|e| e.to_string())?;
     }
     let config = Config {
         roles: Vec::new(),
@@ -326,7 +324,7 @@ async fn show_roles(
         tokio::time::timeout(timeout, node.connect(&connect))
             .await
             .map_err(|_| format!("cannot connect to {connect}: timed out"))?
-            .map_err(|e| format!("cannot connect to {connect}: {e}"))?;
+            .map_err(|e| e.to_string())?;
         let scope = scope_from_user(&scope);
         let s = atom(scope.as_str());
         let nodes = node

@@ -43,8 +43,8 @@ pub enum NodeError {
 pub enum ConnectError {
     #[error("invalid node name {0:?}")]
     BadName(String),
-    #[error("could not connect to {0}")]
-    Failed(String),
+    #[error("cannot connect to {node}: {reason}")]
+    Failed { node: String, reason: String },
     #[error("node is shut down")]
     Shutdown,
 }
@@ -259,7 +259,13 @@ pub(crate) struct State {
     pub(crate) aliases: HashMap<Reference, u32>,
     pub(crate) conns: HashMap<String, Conn>,
     next_conn_id: u64,
+    /// Why the last attempt with a peer failed, for `connect`'s error.
+    /// Bounded: peers can make us record names.
+    failures: HashMap<String, String>,
 }
+
+/// Most failure reasons kept (see [`State::failures`]).
+const MAX_FAILURES_KEPT: usize = 1024;
 
 pub(crate) enum ConnPhase {
     Pending,
@@ -480,7 +486,11 @@ impl Node {
             .await;
             match res {
                 Ok(true) => return Ok(()),
-                Err(_) => return Err(ConnectError::Failed(node.into())),
+                Err(_) => {
+                    return Err(
+                        self.connect_failed(node, "no connection within the handshake timeout")
+                    )
+                }
                 Ok(false) => {
                     // Our attempt's slot ended, but in a simultaneous connect the
                     // peer's own connection may have taken a new slot meanwhile:
@@ -490,10 +500,26 @@ impl Node {
                     }
                     match self.conn_tx(node, false) {
                         Some((_, next)) => ready = next,
-                        None => return Err(ConnectError::Failed(node.into())),
+                        None => {
+                            return Err(self.connect_failed(node, "the connection attempt failed"))
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// The error for a failed `connect`, with the recorded reason if any.
+    fn connect_failed(&self, node: &str, fallback: &str) -> ConnectError {
+        let reason = self
+            .inner
+            .state()
+            .failures
+            .remove(node)
+            .unwrap_or_else(|| fallback.to_owned());
+        ConnectError::Failed {
+            node: node.to_owned(),
+            reason,
         }
     }
 
@@ -584,6 +610,10 @@ impl Node {
             let mut st = self.inner.state();
             let ours = matches!(st.conns.get(peer), Some(c) if c.id == id && matches!(c.phase, ConnPhase::Pending));
             if ours {
+                if st.failures.len() >= MAX_FAILURES_KEPT {
+                    st.failures.clear();
+                }
+                st.failures.insert(peer.to_owned(), why.to_owned());
                 st.conns.remove(peer)
             } else {
                 None
@@ -729,7 +759,7 @@ impl Node {
         let hidden = peer.flags & flags::PUBLISHED == 0;
         let claimed = {
             let mut st = self.inner.state();
-            match st.conns.get_mut(&peer.name) {
+            let claimed = match st.conns.get_mut(&peer.name) {
                 Some(c) if c.id == id => {
                     c.phase = ConnPhase::Up { hidden };
                     // send_replace, not send: `send` stores nothing while no
@@ -745,7 +775,11 @@ impl Node {
                     c.rx.take().map(|rx| (rx, c.kill.clone()))
                 }
                 _ => None,
+            };
+            if claimed.is_some() {
+                st.failures.remove(&peer.name);
             }
+            claimed
         };
         let Some((rx, kill)) = claimed else {
             tracing::debug!(peer = %peer.name, "connection superseded by another attempt");
